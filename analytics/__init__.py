@@ -1,0 +1,1 @@
+"""Parquet snapshots and the pandas analytics over them."""

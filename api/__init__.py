@@ -1,0 +1,1 @@
+"""HTTP gateway: FastAPI routes, the Flask legacy app, and the command line."""
