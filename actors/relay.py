@@ -1,0 +1,170 @@
+"""The outbox relay: moves committed events from the database onto the bus, at least once.
+
+Each pass claims a batch of unpublished rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several
+relays share the work without publishing a row twice; SQLite has a single writer anyway), enqueues a
+message per consumer from the routing table, and marks the rows published in the same transaction.
+If the broker is down the transaction rolls back and the rows wait for the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import dramatiq
+from sqlalchemy import select, update
+
+from actors.consumers import ROUTES
+from storage.context import Storage
+from storage.models import EventRecord, utcnow
+from storage.outbox import NOTIFY_CHANNEL, envelope_of
+
+log = logging.getLogger(__name__)
+
+
+def message_id(event_id: str, actor_name: str) -> str:
+    """Stable per (event, consumer), so a republished event is recognisable in broker tooling."""
+    return str(uuid.uuid5(uuid.UUID(event_id), actor_name))
+
+
+class Relay:
+    def __init__(self, storage: Storage, broker: dramatiq.Broker, actors: dict[str, dramatiq.Actor],
+                 *, routes: dict[str, list[str]] | None = None) -> None:
+        self.storage = storage
+        self.broker = broker
+        self.actors = actors
+        self.routes = ROUTES if routes is None else routes
+        self.batch_size = storage.settings.relay_batch_size
+        self.poll_interval = storage.settings.relay_poll_interval
+        self.published = 0
+        self._stop = threading.Event()
+
+    def publish_batch(self) -> int:
+        """One pass; returns the number of events published."""
+        db = self.storage.db
+        with db.session() as session:
+            query = (
+                select(EventRecord)
+                .where(EventRecord.published_at.is_(None))
+                .order_by(EventRecord.seq)
+                .limit(self.batch_size)
+            )
+            if db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = session.scalars(query).all()
+            if not rows:
+                session.rollback()
+                return 0
+            for row in rows:
+                doc = envelope_of(row).to_cloudevent()
+                for actor_name in self.routes.get(row.type, ()):
+                    actor = self.actors[actor_name]
+                    message = actor.message(doc).copy(message_id=message_id(row.event_id, actor_name))
+                    self.broker.enqueue(message)
+            session.execute(
+                update(EventRecord).where(EventRecord.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
+            )
+            session.commit()
+        self.published += len(rows)
+        return len(rows)
+
+    def drain(self) -> int:
+        total = 0
+        while (n := self.publish_batch()) > 0:
+            total += n
+        return total
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.storage.outbox_signal.notify()
+
+    def run(self, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Publish until :meth:`stop`: woken by commits in this process, by PostgreSQL NOTIFY from
+        other processes, and otherwise every ``poll_interval`` seconds."""
+        listener = _PgListener(self.storage) if self.storage.db.dialect == "postgresql" else None
+        backoff = self.poll_interval
+        try:
+            while not self._stop.is_set():
+                try:
+                    n = self.publish_batch()
+                    backoff = self.poll_interval
+                except Exception as exc:  # noqa: BLE001 - broker/DB outages must not kill the relay
+                    log.warning("relay pass failed, retrying in %.1fs: %s", backoff, exc)
+                    if on_error:
+                        on_error(exc)
+                    self._reset_broker()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if n >= self.batch_size:
+                    continue
+                if listener is not None:
+                    listener.wait(self.poll_interval, self.storage.outbox_signal)
+                else:
+                    self.storage.outbox_signal.wait(self.poll_interval)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _reset_broker(self) -> None:
+        # pika's thread-local connection is unusable after a broker outage; drop it so the next
+        # enqueue reconnects.
+        reset = getattr(self.broker, "connection", None)
+        if reset is not None:
+            try:
+                del self.broker.connection
+            except Exception:  # noqa: BLE001
+                pass
+
+
+class _PgListener:
+    """LISTEN on the outbox channel; wakes on NOTIFY from any process's commit or on the local signal."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.conn = None
+
+    def _connect(self):
+        if self.conn is None:
+            raw = self.storage.db.engine.raw_connection()
+            self.conn = raw
+            dbapi = raw.driver_connection
+            dbapi.autocommit = True
+            with dbapi.cursor() as cur:
+                cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self.conn.driver_connection
+
+    def wait(self, timeout: float, signal) -> None:
+        import select as _select
+
+        try:
+            dbapi = self._connect()
+        except Exception:  # noqa: BLE001 - fall back to the local signal while the DB is away
+            signal.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        # Poll the socket in short slices so a local commit (signal) also wakes us promptly.
+        while time.monotonic() < deadline:
+            if signal.wait(0):
+                return
+            ready, _, _ = _select.select([dbapi], [], [], min(0.02, max(0.0, deadline - time.monotonic())))
+            if ready:
+                try:
+                    dbapi.poll()
+                except Exception:  # noqa: BLE001
+                    self.close()
+                    return
+                if dbapi.notifies:
+                    dbapi.notifies.clear()
+                    return
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None

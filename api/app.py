@@ -1,0 +1,81 @@
+"""The gateway: one ASGI app with the FastAPI routes and the Flask legacy app under ``/api/v1``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import ApiError, error_body, pydantic_details
+from api.middleware import BodyLimit
+from storage.context import Storage
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PREFIXES = ("/benchmark/upload_model", "/api/v1/benchmark/upload_model")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def create_app(storage: Storage) -> FastAPI:
+    from api.legacy import create_legacy_app
+    from api.routes import environments, events, experiments, health, tasks
+
+    app = FastAPI(
+        title="ReSimHub",
+        version="0.1.0",
+        description="Register Gymnasium environments, train and evaluate RL agents on distributed workers, "
+        "poll long work as tasks and read the event log.",
+    )
+    app.state.storage = storage
+    for module in (environments, experiments, tasks, events, health):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+
+    from a2wsgi import WSGIMiddleware
+
+    app.mount("/api/v1", WSGIMiddleware(create_legacy_app(storage)))
+    settings = storage.settings
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes,
+                       upload_prefixes=UPLOAD_PREFIXES)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(error_body("malformed_json", "the request body is not valid JSON",
+                                           pydantic_details(errors)), status_code=400)
+        return JSONResponse(error_body("validation_error", "the request is not valid", pydantic_details(errors)),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _database_down(_request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(error_body("database_unavailable", "the database is unavailable; retry shortly"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", "internal error; the server log has the details"),
+                            status_code=500)

@@ -1,0 +1,105 @@
+"""The Flask app serving the ``/api/v1`` routes existing clients use, over the same service layer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+from api.errors import ApiError, error_body, pydantic_details
+from api.responses import accepted
+from api.schemas import EnvironmentCreate, ExperimentCreate
+from api.services import environments, experiments, tasks
+from storage.context import Storage
+from storage.tasks import to_public as task_public
+
+log = logging.getLogger(__name__)
+
+
+def _json_body(schema: type[BaseModel]) -> Any:
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raw = request.get_data(cache=True)
+        if raw and raw.strip():
+            raise ApiError("the request body is not valid JSON", code="malformed_json")
+        raise ApiError("a JSON object body is required", code="missing_body")
+    try:
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        raise _Invalid(pydantic_details(exc.errors())) from None
+
+
+class _Invalid(ApiError):
+    status, code = 422, "validation_error"
+
+    def __init__(self, details) -> None:
+        super().__init__("the request is not valid", details=details)
+
+
+def create_legacy_app(storage: Storage) -> Flask:
+    app = Flask("resimhub.legacy")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db = storage.db
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return jsonify(exc.body()), exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "http_error").lower().replace(" ", "_")
+        return jsonify(error_body(code, exc.description or exc.name)), exc.code
+
+    @app.errorhandler(DBAPIError)
+    def _db_down(exc: DBAPIError):
+        log.warning("database unavailable: %s", exc)
+        body = error_body("database_unavailable", "the database is unavailable; retry shortly")
+        return jsonify(body), 503, {"Retry-After": "5"}
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error in legacy app")
+        return jsonify(error_body("internal_error", "internal error; the server log has the details")), 500
+
+    @app.get("/environments")
+    def list_environments():
+        with db.session() as session:
+            return jsonify([environments.to_public(e) for e in environments.list_all(session, limit=1000)])
+
+    @app.post("/environments")
+    def register_environment():
+        body = _json_body(EnvironmentCreate)
+        with db.session() as session:
+            environment, task_id = environments.register(session, body.env_name)
+            public = environments.to_public(environment)
+        if task_id is None:
+            return jsonify(public), 200
+        content, headers = accepted(task_id, environment_id=public["id"], environment=public)
+        return jsonify(content), 202, headers
+
+    @app.get("/experiments")
+    def list_experiments():
+        with db.session() as session:
+            return jsonify([experiments.to_public(e) for e in experiments.list_all(session, limit=1000)])
+
+    @app.post("/experiments")
+    def create_experiment():
+        body = _json_body(ExperimentCreate)
+        with db.session() as session:
+            return jsonify(experiments.to_public(experiments.create(session, body))), 201
+
+    @app.get("/experiments/<int:experiment_id>")
+    def get_experiment(experiment_id: int):
+        with db.session() as session:
+            return jsonify(experiments.to_public(experiments.get(session, experiment_id)))
+
+    @app.get("/task_status/<task_id>")
+    def task_status(task_id: str) -> Response:
+        with db.session() as session:
+            return jsonify(task_public(tasks.get(session, task_id)))
+
+    return app

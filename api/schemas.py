@@ -1,0 +1,124 @@
+"""Request and response schemas, one family per resource (``…Create`` in, ``…Public`` out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_TIMESTEPS = 5_000_000
+MAX_EPISODES = 100_000
+MAX_SEEDS = 20
+MAX_SEED = 2**31 - 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class EnvironmentCreate(Strict):
+    env_name: str = Field(min_length=1, max_length=200, description="A registered Gymnasium id, e.g. CartPole-v1")
+
+
+class EnvironmentPublic(BaseModel):
+    id: int
+    env_name: str
+    status: str
+    spec: dict[str, Any] | None
+    reason: str | None
+    task_id: str | None
+    created_at: str
+    verified_at: str | None
+
+
+class ExperimentCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    env_name: str = Field(min_length=1, max_length=200)
+    agent: str = Field(min_length=1, max_length=20, description="PPO, A2C, DQN, CEM or QLEARNING")
+    total_timesteps: int | None = Field(default=None, ge=1, le=MAX_TIMESTEPS)
+    episodes: int | None = Field(default=None, ge=1, le=MAX_EPISODES,
+                                 description="Training budget in episodes, instead of total_timesteps")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    seeds: list[int] | None = Field(default=None, min_length=1, max_length=MAX_SEEDS)
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    eval_episodes: int = Field(default=100, ge=1, le=10_000)
+    eval_seed: int = Field(default=10_000, ge=0, le=MAX_SEED)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_valid(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is None:
+            return None
+        if any(s < 0 or s > MAX_SEED for s in seeds):
+            raise ValueError(f"seeds must be between 0 and {MAX_SEED}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    @model_validator(mode="after")
+    def _one_budget_one_seed_form(self) -> ExperimentCreate:
+        if self.total_timesteps is not None and self.episodes is not None:
+            raise ValueError("give either total_timesteps or episodes, not both")
+        if self.seed is not None and self.seeds is not None:
+            raise ValueError("give either seed or seeds, not both")
+        return self
+
+    def seed_list(self) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [self.seed if self.seed is not None else 0]
+
+
+class ExperimentPublic(BaseModel):
+    id: int
+    name: str
+    env_name: str
+    environment_id: int
+    agent: str
+    total_timesteps: int | None
+    episodes: int | None
+    seeds: list[int]
+    hyperparams: dict[str, Any]
+    eval_episodes: int
+    eval_seed: int
+    status: str
+    results: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+
+
+class TaskPublic(BaseModel):
+    task_id: str
+    kind: str
+    subject: str | None
+    status: str
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class Accepted(BaseModel):
+    task_id: str
+    status: str
+    location: str
+    resource: dict[str, Any] | None = None
+
+
+class CloudEvent(BaseModel):
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+    datacontenttype: str
+    data: dict[str, Any]
+    seq: int
+
+
+class EventPage(BaseModel):
+    events: list[CloudEvent]
+    next_cursor: int | None

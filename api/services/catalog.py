@@ -1,0 +1,71 @@
+"""What the hub can run: Gymnasium ids and agent names, with suggestions for near misses."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+
+from api.errors import Invalid
+
+
+@cache
+def _gym_ids() -> tuple[str, ...]:
+    import gymnasium
+
+    return tuple(sorted(gymnasium.envs.registry.keys()))
+
+
+def close_env_matches(name: str, limit: int = 5) -> list[str]:
+    ids = _gym_ids()
+    lowered = {i.lower(): i for i in ids}
+    matches = difflib.get_close_matches(name.lower(), list(lowered), n=limit, cutoff=0.5)
+    return [lowered[m] for m in matches]
+
+
+def require_known_env(name: str) -> str:
+    if name in _gym_ids():
+        return name
+    matches = close_env_matches(name)
+    hint = f"; did you mean {', '.join(matches)}?" if matches else ""
+    raise Invalid(f"unknown Gymnasium environment id {name!r}{hint}", code="unknown_environment",
+                  details={"env_name": name, "close_matches": matches})
+
+
+def agent_names() -> list[str]:
+    from actors.rl.agents import AGENTS
+
+    return sorted(AGENTS)
+
+
+def require_known_agent(name: str) -> str:
+    known = agent_names()
+    upper = name.upper().replace("-", "")
+    if upper in known:
+        return upper
+    raise Invalid(f"unknown agent {name!r}; known agents: {', '.join(known)}", code="unknown_agent",
+                  details={"agent": name, "known": known})
+
+
+def check_hyperparams(agent: str, hyperparams: dict) -> dict:
+    """Refuse hyperparameters the agent does not have, so a typo never silently trains defaults."""
+    import dataclasses
+
+    from actors.rl.agents import get_agent
+
+    fields = {f.name: f for f in dataclasses.fields(get_agent(agent).Args)}
+    unknown = sorted(set(hyperparams) - set(fields))
+    if unknown:
+        raise Invalid(f"unknown hyperparameters for {agent}: {', '.join(unknown)}", code="unknown_hyperparameter",
+                      details={"unknown": unknown, "known": sorted(fields)})
+    for key, value in hyperparams.items():
+        default = fields[key].default
+        if isinstance(default, bool) or default is None:
+            ok = isinstance(value, bool) or default is None
+        elif isinstance(default, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise Invalid(f"hyperparameter {key} must be like {default!r}, got {value!r}",
+                          code="invalid_hyperparameter", details={"field": key})
+    return hyperparams

@@ -1,0 +1,108 @@
+"""The SQL schema as SQLAlchemy 2.0 typed models.
+
+The ``events`` table is both the queryable event log and the transactional outbox: a row is written
+in the same transaction as the state change it describes, and ``published_at`` stays empty until the
+relay has handed it to the bus.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit sequence.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    env_name: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    task_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    env_name: Mapped[str] = mapped_column(String(200))
+    agent: Mapped[str] = mapped_column(String(20))
+    total_timesteps: Mapped[int | None] = mapped_column(Integer, default=None)
+    episodes: Mapped[int | None] = mapped_column(Integer, default=None)
+    seeds: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    hyperparams: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    eval_episodes: Mapped[int] = mapped_column(Integer, default=100)
+    eval_seed: Mapped[int] = mapped_column(Integer, default=10_000)
+    status: Mapped[str] = mapped_column(String(20), default="created")
+    results: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Task(Base):
+    """One unit of long work a client can poll; mirrored to the Celery-compatible channel."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str | None] = mapped_column(String(200), default=None)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class EventRecord(Base):
+    """The event log and outbox in one table (see the module docstring)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_unpublished", "published_at", "seq"),
+        Index("ix_events_type_seq", "type", "seq"),
+        Index("ix_events_subject_seq", "subject", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(200))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class ProcessedEvent(Base):
+    """The idempotency ledger: a consumer records an event id in the same transaction as its effect."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(80), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

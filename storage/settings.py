@@ -1,0 +1,125 @@
+"""Settings read from ``RESIMHUB_*`` environment variables.
+
+They are read once, by whoever starts a process (the CLI, a worker entry point, a test), and passed
+down explicitly; nothing reads the environment at import time, so tests can build as many differently
+configured apps in one process as they like.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """A malformed setting; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".resimhub")
+    database_url: str = ""
+    broker_url: str | None = None
+    redis_url: str | None = None
+    #: Prefix for every queue name, so several hubs (or test runs) can share one RabbitMQ.
+    queue_prefix: str = ""
+    #: Seconds a Celery-compatible result document lives in Redis.
+    result_ttl: int = 86_400
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 64 * 1_048_576
+    relay_poll_interval: float = 1.0
+    relay_batch_size: int = 500
+    worker_threads: int = 2
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    def with_overrides(self, **changes) -> Settings:
+        return replace(self, **changes)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes:
+        raise SettingsError(f"{name}={raw!r} must be a URL with scheme {' or '.join(schemes)}")
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (default: ``os.environ``); raises :class:`SettingsError`."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("RESIMHUB_DATA_DIR") or ".resimhub").expanduser()
+    database_url = _url(
+        env, "RESIMHUB_DATABASE_URL", ("sqlite", "postgresql", "postgresql+psycopg2", "postgres")
+    )
+    if database_url is None:
+        database_url = f"sqlite:///{(data_dir / 'resimhub.db').resolve()}"
+    elif database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg2://" + database_url[len("postgres://"):]
+    log_level = (env.get("RESIMHUB_LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"RESIMHUB_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+    prefix = env.get("RESIMHUB_QUEUE_PREFIX", "")
+    if prefix and not prefix.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise SettingsError(f"RESIMHUB_QUEUE_PREFIX={prefix!r} may hold only letters, digits, '-', '_' and '.'")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=_url(env, "RESIMHUB_BROKER_URL", ("amqp", "amqps")),
+        redis_url=_url(env, "RESIMHUB_REDIS_URL", ("redis", "rediss", "unix")),
+        queue_prefix=prefix,
+        result_ttl=_int(env, "RESIMHUB_RESULT_TTL", 86_400, minimum=1),
+        max_body_bytes=_int(env, "RESIMHUB_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+        max_upload_bytes=_int(env, "RESIMHUB_MAX_UPLOAD_BYTES", 64 * 1_048_576, minimum=1024),
+        relay_poll_interval=_float(env, "RESIMHUB_RELAY_POLL_INTERVAL", 1.0, minimum=0.01),
+        relay_batch_size=_int(env, "RESIMHUB_RELAY_BATCH_SIZE", 500, minimum=1),
+        worker_threads=_int(env, "RESIMHUB_WORKER_THREADS", 2, minimum=1),
+        log_level=log_level,
+    )

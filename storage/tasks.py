@@ -1,0 +1,138 @@
+"""Task state: created in the caller's transaction, mirrored to the result channel after commit.
+
+Every state change goes through these functions so that the database row, the Celery-compatible
+document and the polling API never disagree about what a task is doing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import traceback as tb
+import uuid
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.models import Task, utcnow
+from storage.result_channel import CeleryResultChannel
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+_CHANGED_KEY = "resimhub_tasks_changed"
+
+
+class TaskStateError(Exception):
+    """A transition the task's current state does not allow (e.g. finishing a cancelled task)."""
+
+
+def install_channel_hook(sessions: sessionmaker, channel: CeleryResultChannel | None) -> None:
+    if channel is None:
+        return
+
+    @sa_event.listens_for(sessions, "after_commit")
+    def _mirror(session: Session) -> None:
+        for task in session.info.pop(_CHANGED_KEY, {}).values():
+            channel.write(task)
+
+    @sa_event.listens_for(sessions, "after_rollback")
+    def _forget(session: Session) -> None:
+        session.info.pop(_CHANGED_KEY, None)
+
+
+def _touch(session: Session, task: Task) -> Task:
+    session.info.setdefault(_CHANGED_KEY, {})[task.id] = task
+    return task
+
+
+def create(session: Session, kind: str, subject: str | None = None) -> Task:
+    task = Task(id=str(uuid.uuid4()), kind=kind, subject=subject, status="queued", created_at=utcnow())
+    session.add(task)
+    return _touch(session, task)
+
+
+def get(session: Session, task_id: str, *, for_update: bool = False) -> Task | None:
+    if for_update:
+        return session.get(Task, task_id, with_for_update=True)
+    return session.get(Task, task_id)
+
+
+def mark_running(session: Session, task: Task) -> Task:
+    if task.status in TERMINAL:
+        raise TaskStateError(f"task {task.id} is already {task.status}")
+    if task.status != "running":
+        task.status = "running"
+        task.started_at = utcnow()
+    return _touch(session, task)
+
+
+def set_progress(session: Session, task: Task, progress: dict[str, Any]) -> Task:
+    if task.status in TERMINAL:
+        return task
+    task.status = "running"
+    task.progress = progress
+    return _touch(session, task)
+
+
+def succeed(session: Session, task: Task, result: dict[str, Any]) -> Task:
+    if task.status in TERMINAL:
+        raise TaskStateError(f"task {task.id} is already {task.status}")
+    task.status = "succeeded"
+    task.result = result
+    task.finished_at = utcnow()
+    if task.progress:
+        task.progress = {**task.progress, "fraction": 1.0}
+    return _touch(session, task)
+
+
+def error_document(exc: BaseException, *, code: str | None = None, retryable: bool = False) -> dict[str, Any]:
+    """A structured, JSON-safe description of ``exc`` for the task row and the Celery channel."""
+    celery_type = next(
+        (c.__name__ for c in type(exc).__mro__ if getattr(builtins, c.__name__, None) is c), "Exception"
+    )
+    return {
+        "type": type(exc).__name__,
+        "code": code or getattr(exc, "code", None) or "error",
+        "message": str(exc),
+        "retryable": retryable,
+        "celery_type": celery_type,
+        "traceback": "".join(tb.format_exception(exc))[-4000:],
+    }
+
+
+def fail(session: Session, task: Task, error: dict[str, Any]) -> Task:
+    if task.status in TERMINAL:
+        return task
+    task.status = "failed"
+    task.error = error
+    task.finished_at = utcnow()
+    return _touch(session, task)
+
+
+def cancel(session: Session, task: Task) -> Task:
+    if task.status in TERMINAL:
+        return task
+    task.cancel_requested = True
+    task.status = "cancelled"
+    task.finished_at = utcnow()
+    return _touch(session, task)
+
+
+def to_public(task: Task) -> dict[str, Any]:
+    """The polling API's view of a task."""
+    from storage.events import rfc3339
+
+    error = None
+    if task.error:
+        error = {k: task.error[k] for k in ("type", "code", "message", "retryable") if k in task.error}
+    return {
+        "task_id": task.id,
+        "kind": task.kind,
+        "subject": task.subject,
+        "status": task.status,
+        "progress": task.progress,
+        "result": task.result,
+        "error": error,
+        "created_at": rfc3339(task.created_at),
+        "started_at": rfc3339(task.started_at) if task.started_at else None,
+        "finished_at": rfc3339(task.finished_at) if task.finished_at else None,
+    }
