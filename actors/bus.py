@@ -32,6 +32,7 @@ class ActorSpec:
 
 def transient(exc: BaseException) -> bool:
     """Errors a retry can fix: lost connections to the database, broker or Redis."""
+    import dramatiq.errors
     import pika.exceptions
     import redis.exceptions
     from sqlalchemy.exc import DBAPIError, OperationalError
@@ -40,7 +41,8 @@ def transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, pika.exceptions.AMQPError | redis.exceptions.ConnectionError | ConnectionError)
+    return isinstance(exc, pika.exceptions.AMQPError | dramatiq.errors.ConnectionError | redis.exceptions.ConnectionError
+                      | ConnectionError | TimeoutError)
 
 
 def _retry_when(spec: ActorSpec) -> Callable[[int, BaseException], bool]:

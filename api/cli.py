@@ -23,6 +23,7 @@ def _settings() -> Settings:
 
 def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -65,7 +66,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         relay.stop()
         relay_thread.join(timeout=5)
         worker.stop(timeout=5000)
-        runtime.broker.emit_before("process_stop")
         shutdown()
     return 0
 

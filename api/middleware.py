@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from api.errors import TooLarge, error_body
+from api.errors import error_body
 
 
 class BodyLimit:
@@ -33,32 +33,28 @@ class BodyLimit:
                 if declared > limit:
                     return await _too_large(send, limit)
         seen = 0
-        responded = False
+        rejected = False
 
         async def limited_receive():
-            nonlocal seen
+            # Past the limit, answer 413 ourselves and tell the app the client went away, so no
+            # route or body parser ever sees a partial body.
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge(f"request body larger than {limit} bytes", details={"limit_bytes": limit})
+                    rejected = True
+                    await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message):
-            nonlocal responded
-            if message["type"] == "http.response.start":
-                responded = True
-            await send(message)
+        async def guarded_send(message):
+            if not rejected:
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not responded:
-                await _too_large(send, limit)
-
-
-class _BodyTooLarge(TooLarge):
-    """Raised from ``receive`` so FastAPI's error handler can answer 413 in the normal shape."""
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _too_large(send, limit: int) -> None:

@@ -1,0 +1,355 @@
+"""Greedy policies the evaluator can run, and the project's own model file format.
+
+Evaluation always acts greedily (ARCHITECTURE §5), so a policy here is deliberately small: a
+batched ``act`` plus enough shape information to check it against an environment before any
+episode runs. Training-time stochasticity (sampling, exploration) belongs to the agents.
+
+The native file is a single ``.npz``: numpy can read it with ``allow_pickle=False``, it needs no
+framework, and the JSON manifest rides inside as a 0-d unicode array so that a model can never be
+separated from the description of how it was made.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from actors.rl.errors import PolicyMismatchError, RLError
+from actors.rl.nn import MLP
+
+NATIVE_FORMAT = "resimhub-policy"
+NATIVE_FORMAT_VERSION = 1
+MANIFEST_KEY = "__manifest__"
+
+Head = Literal["discrete", "box"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the evaluator needs from a policy.
+
+    ``obs_shape`` is the shape of ONE observation (``()`` for a discrete observation);
+    ``n_inputs`` is the flattened input size (the number of states for a tabular policy);
+    ``n_outputs`` is the number of discrete actions or the size of a continuous action.
+    """
+
+    head: str
+    obs_shape: tuple[int, ...]
+    n_inputs: int
+    n_outputs: int
+
+    def act(self, obs_batch: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
+
+
+def _as_bounds(x: np.ndarray | None, n: int, name: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    if arr.size == 1 and n != 1:
+        arr = np.full(n, float(arr[0]))
+    if arr.size != n:
+        raise ValueError(f"{name} has {arr.size} values but the policy outputs {n}")
+    return arr
+
+
+def _finite_list(x: np.ndarray | None) -> list | None:
+    # JSON has no infinities; unbounded ends are reported as null.
+    if x is None:
+        return None
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(x, dtype=np.float64).tolist()]
+
+
+class MLPPolicy:
+    """A greedy MLP policy: argmax over outputs (``discrete``) or the clipped mean (``box``).
+
+    The network is used by reference, so an agent can keep training it and the policy follows.
+    ``log_std`` is carried only so that a Gaussian policy survives a save/load round trip; greedy
+    evaluation never samples.
+    """
+
+    kind = "mlp"
+
+    def __init__(self, net: MLP, head: Head, obs_shape: tuple[int, ...],
+                 action_low: np.ndarray | None = None, action_high: np.ndarray | None = None,
+                 meta: dict | None = None, log_std: np.ndarray | None = None) -> None:
+        if head not in ("discrete", "box"):
+            raise ValueError(f"head must be 'discrete' or 'box', not {head!r}")
+        self.net = net
+        self.head: str = head
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        self.n_inputs = int(np.prod(self.obs_shape, dtype=np.int64)) if self.obs_shape else 1
+        if self.n_inputs != net.sizes[0]:
+            raise PolicyMismatchError(
+                f"the network takes {net.sizes[0]} inputs but observations of shape "
+                f"{self.obs_shape} flatten to {self.n_inputs}")
+        self.n_outputs = int(net.sizes[-1])
+        self.action_low = _as_bounds(action_low, self.n_outputs, "action_low")
+        self.action_high = _as_bounds(action_high, self.n_outputs, "action_high")
+        self.log_std = None if log_std is None else np.asarray(log_std, dtype=np.float64)
+        self.meta = dict(meta or {})
+
+    @property
+    def activation(self) -> str:
+        return self.net.activation
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Raw network outputs for a flattened ``(n, n_inputs)`` batch."""
+        # Same arithmetic as MLP.forward, with the bias and activation applied in place: at the
+        # batch sizes evaluation uses, temporaries cost more than the matrix products.
+        weights, biases = self.net.weights, self.net.biases
+        last = len(weights) - 1
+        relu = self.net.activation == "relu"
+        h = x
+        for i in range(last):
+            h = h @ weights[i]
+            h += biases[i]
+            if relu:
+                np.maximum(h, 0.0, out=h)
+            else:
+                np.tanh(h, out=h)
+        out = h @ weights[last]
+        out += biases[last]
+        return out
+
+    def act(self, obs_batch: np.ndarray) -> np.ndarray:
+        """Greedy actions for a batch: ``(n,)`` int64 for ``discrete``, ``(n, act_dim)`` for ``box``.
+
+        A single unbatched observation (shape ``obs_shape``) is treated as a batch of one.
+        """
+        x = np.asarray(obs_batch)
+        if x.shape == self.obs_shape:
+            x = x[None]
+        x = x.reshape(x.shape[0], self.n_inputs)
+        out = self.forward(x)
+        if self.head == "discrete":
+            return out.argmax(axis=1).astype(np.int64, copy=False)
+        if self.action_low is not None or self.action_high is not None:
+            np.clip(out, self.action_low, self.action_high, out=out)
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "sizes": list(self.net.sizes),
+            "activation": self.net.activation,
+            "head": self.head,
+            "obs_shape": list(self.obs_shape),
+            "n_inputs": self.n_inputs,
+            "n_actions" if self.head == "discrete" else "action_dim": self.n_outputs,
+            "action_low": _finite_list(self.action_low),
+            "action_high": _finite_list(self.action_high),
+            "num_params": self.net.num_params,
+        }
+
+
+class TabularPolicy:
+    """Greedy policy over a Q-table of shape ``(n_states, n_actions)`` for discrete observations."""
+
+    kind = "tabular"
+    head = "discrete"
+    obs_shape: tuple[int, ...] = ()
+
+    def __init__(self, q_table: np.ndarray, meta: dict | None = None) -> None:
+        q = np.asarray(q_table)
+        if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] < 1:
+            raise ValueError(f"a Q-table must be 2-D (n_states, n_actions), got shape {q.shape}")
+        self.q_table = q
+        self.n_inputs = int(q.shape[0])
+        self.n_outputs = int(q.shape[1])
+        self.meta = dict(meta or {})
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        idx = np.asarray(obs, dtype=np.int64).reshape(-1)
+        return self.q_table[idx].argmax(axis=1).astype(np.int64, copy=False)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "head": self.head,
+            "obs_shape": [],
+            "n_states": self.n_inputs,
+            "n_inputs": self.n_inputs,
+            "n_actions": self.n_outputs,
+        }
+
+
+# -- compatibility with an environment ---------------------------------------------------------
+
+def check_policy_spaces(policy: Policy, observation_space: Any, action_space: Any,
+                        env_id: str = "the environment") -> None:
+    """Raise :class:`PolicyMismatchError` when ``policy`` cannot act in these spaces.
+
+    The message names both shapes, because "shape mismatch" alone leaves a user guessing which
+    side is wrong.
+    """
+    from gymnasium import spaces
+
+    obs_kind = type(observation_space).__name__
+    if isinstance(observation_space, spaces.Discrete):
+        n_obs = int(observation_space.n)
+        if getattr(policy, "kind", None) != "tabular":
+            raise PolicyMismatchError(
+                f"model expects vector observations of {policy.n_inputs} values but {env_id} "
+                f"observations are Discrete({n_obs}); use a tabular model")
+        if policy.n_inputs != n_obs:
+            raise PolicyMismatchError(
+                f"model has a Q-table for {policy.n_inputs} states but {env_id} has Discrete({n_obs}) "
+                f"observations")
+    elif isinstance(observation_space, spaces.Box):
+        shape = tuple(int(s) for s in observation_space.shape)
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if getattr(policy, "kind", None) == "tabular":
+            raise PolicyMismatchError(
+                f"model is a Q-table over {policy.n_inputs} discrete states but {env_id} observations "
+                f"have shape {shape}")
+        if policy.n_inputs != n:
+            raise PolicyMismatchError(
+                f"model expects {policy.n_inputs} inputs but {env_id} observations have shape {shape}",
+                details={"model_inputs": policy.n_inputs, "observation_shape": list(shape)})
+    else:
+        raise PolicyMismatchError(f"{env_id} has {obs_kind} observations, which no model format here supports")
+
+    if isinstance(action_space, spaces.Discrete):
+        n_act = int(action_space.n)
+        if policy.head != "discrete":
+            raise PolicyMismatchError(
+                f"model outputs continuous actions of size {policy.n_outputs} but {env_id} has "
+                f"Discrete({n_act}) actions")
+        if policy.n_outputs != n_act:
+            raise PolicyMismatchError(
+                f"model outputs {policy.n_outputs} action values but {env_id} has Discrete({n_act}) actions",
+                details={"model_outputs": policy.n_outputs, "n_actions": n_act})
+    elif isinstance(action_space, spaces.Box):
+        shape = tuple(int(s) for s in action_space.shape)
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if policy.head != "box":
+            raise PolicyMismatchError(
+                f"model outputs {policy.n_outputs} discrete action values but {env_id} has continuous "
+                f"actions of shape {shape}")
+        if policy.n_outputs != n:
+            raise PolicyMismatchError(
+                f"model outputs actions of size {policy.n_outputs} but {env_id} actions have shape {shape}",
+                details={"model_outputs": policy.n_outputs, "action_shape": list(shape)})
+    else:
+        raise PolicyMismatchError(
+            f"{env_id} has {type(action_space).__name__} actions, which no model format here supports")
+
+
+# -- the native file format --------------------------------------------------------------------
+
+def _json_safe(value: Any) -> Any:
+    """Turn numpy scalars/arrays, tuples and non-finite floats into plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that matter for reproducing a run, recorded in manifests and results."""
+    from importlib import metadata
+
+    import gymnasium
+
+    try:
+        own = metadata.version("resimhub")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {"numpy": np.__version__, "gymnasium": gymnasium.__version__, "resimhub": own}
+
+
+def policy_arrays(policy: Policy) -> dict[str, np.ndarray]:
+    """The arrays the native format stores for ``policy`` (state-dict names for MLPs)."""
+    if isinstance(policy, MLPPolicy):
+        arrays = policy.net.state_dict()
+        if policy.head == "box":
+            if policy.action_low is not None:
+                arrays["action_low"] = policy.action_low
+            if policy.action_high is not None:
+                arrays["action_high"] = policy.action_high
+            if policy.log_std is not None:
+                arrays["log_std"] = policy.log_std
+        return arrays
+    if isinstance(policy, TabularPolicy):
+        return {"q_table": policy.q_table}
+    raise RLError(f"{type(policy).__name__} cannot be saved in the native format")
+
+
+def build_manifest(policy: Policy, manifest: Mapping | None = None) -> dict:
+    """The caller's manifest (env id, spaces, training config…) completed with what the policy knows.
+
+    Fields that describe the arrays (format, architecture, activation, head) always come from the
+    policy itself so that a manifest can never contradict its file.
+    """
+    m: dict[str, Any] = dict(_json_safe(dict(manifest or {})))
+    env_id = m.get("env_id")
+    if env_id and ("observation_space" not in m or "action_space" not in m):
+        try:
+            from actors.rl.envspec import env_spaces, space_to_dict
+
+            obs_space, act_space = env_spaces(str(env_id), m.get("env_kwargs") or None)
+            m.setdefault("observation_space", space_to_dict(obs_space))
+            m.setdefault("action_space", space_to_dict(act_space))
+        except RLError:
+            pass  # an env that cannot be built here still gets its model saved
+    desc = policy.describe()
+    m.update({
+        "format": NATIVE_FORMAT,
+        "format_version": NATIVE_FORMAT_VERSION,
+        "kind": desc["kind"],
+        "head": policy.head,
+        "architecture": desc,
+        "activation": desc.get("activation"),
+    })
+    m.setdefault("created_at", _dt.datetime.now(_dt.UTC).isoformat().replace("+00:00", "Z"))
+    versions = library_versions()
+    versions.update(m.get("versions") or {})
+    m["versions"] = versions
+    return m
+
+
+def save_policy(policy: Policy, path: str | os.PathLike, manifest: Mapping | None = None) -> None:
+    """Write ``policy`` and its manifest as ONE ``.npz`` file, atomically.
+
+    The file appears under ``path`` complete or not at all (temp file in the same directory, then
+    ``os.replace``), so a reader, or a crash mid-write, never leaves half a model behind.
+    """
+    arrays = policy_arrays(policy)
+    full = build_manifest(policy, manifest)
+    text = json.dumps(full, allow_nan=False, sort_keys=True)
+    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    payload[MANIFEST_KEY] = np.array(text)
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

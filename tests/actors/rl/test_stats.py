@@ -1,0 +1,75 @@
+"""Statistics come out as plain Python numbers and match their textbook definitions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from actors.rl.stats import bootstrap_ci, iqm, probability_of_improvement, significance_test, summarize
+
+
+def test_iqm_trims_a_quarter_at_each_end():
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(np.mean([3, 4, 5, 6]))
+    assert iqm([5.0]) == 5.0
+    assert isinstance(iqm(np.arange(10)), float)
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_statistic():
+    x = np.random.default_rng(3).normal(100.0, 15.0, size=200)
+    a = bootstrap_ci(x, seed=1)
+    assert a == bootstrap_ci(x, seed=1)
+    assert a != bootstrap_ci(x, seed=2)
+    assert a[0] < x.mean() < a[1]
+    assert all(type(v) is float for v in a)
+    lo, hi = bootstrap_ci(x, stat=iqm, seed=1)
+    assert lo < iqm(x) < hi
+    lo2, hi2 = bootstrap_ci(x, stat=lambda r: float(np.percentile(r, 50)), n_resamples=200, seed=0)
+    assert lo2 < hi2
+
+
+def test_bootstrap_ci_width_shrinks_with_confidence():
+    x = np.arange(50, dtype=float)
+    lo95, hi95 = bootstrap_ci(x, confidence=0.95)
+    lo50, hi50 = bootstrap_ci(x, confidence=0.5)
+    assert lo95 < lo50 < hi50 < hi95
+    assert bootstrap_ci([7.0]) == (7.0, 7.0)
+
+
+def test_probability_of_improvement():
+    assert probability_of_improvement([3, 4, 5], [0, 1, 2]) == 1.0
+    assert probability_of_improvement([0, 1, 2], [3, 4, 5]) == 0.0
+    assert probability_of_improvement([1, 1], [1, 1]) == 0.5
+    # Pairs: (1>0), (1=1), (1<2), (2>0), (2>1), (2=2) -> (3 wins + 0.5 * 2 ties) / 6
+    assert probability_of_improvement([1, 2], [0, 1, 2]) == pytest.approx(4 / 6)
+
+
+def test_significance_test_detects_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(10, 1, 60), rng.normal(8, 1, 60)
+    res = significance_test(a, b)
+    assert res["welch_t"]["p_value"] < 1e-6 and res["mann_whitney_u"]["p_value"] < 1e-6
+    assert res["probability_of_improvement"] > 0.85
+    same = significance_test(a, a)
+    assert same["mann_whitney_u"]["p_value"] > 0.9
+    json.dumps(res, allow_nan=False)
+
+
+def test_significance_test_with_constant_samples_is_json_safe():
+    res = significance_test([500.0] * 10, [500.0] * 10)
+    assert res["welch_t"]["p_value"] is None
+    assert res["mann_whitney_u"]["p_value"] == 1.0
+    assert res["probability_of_improvement"] == 0.5
+    json.dumps(res, allow_nan=False)
+
+
+def test_summarize():
+    s = summarize([10.0, 20.0, 30.0, 40.0])
+    assert s["mean"] == 25.0 and s["std"] == pytest.approx(np.std([10, 20, 30, 40]))
+    assert s["median"] == 25.0 and s["min"] == 10.0 and s["max"] == 40.0
+    assert s["iqm"] == 25.0 and s["score"] == pytest.approx(25.0 - s["std"])
+    assert s["ci95"][0] <= 25.0 <= s["ci95"][1]
+    assert all(type(s[k]) is float for k in ("mean", "std", "median", "min", "max", "iqm", "score"))
+    with pytest.raises(ValueError):
+        summarize([])

@@ -1,0 +1,46 @@
+import pytest
+
+from storage.settings import SettingsError, load_settings
+
+
+def test_defaults_are_embedded(tmp_path):
+    s = load_settings({"RESIMHUB_DATA_DIR": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{(tmp_path / 'resimhub.db').resolve()}"
+    assert s.embedded_broker and s.redis_url is None
+
+
+def test_cluster_urls_are_taken_as_given():
+    s = load_settings({"RESIMHUB_DATABASE_URL": "postgres://u@h/db", "RESIMHUB_BROKER_URL": "amqp://g:g@h:5672/%2F",
+                       "RESIMHUB_REDIS_URL": "redis://h:6379/3"})
+    assert s.database_url == "postgresql+psycopg2://u@h/db"
+    assert not s.embedded_broker and s.redis_url == "redis://h:6379/3"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RESIMHUB_BROKER_URL", "http://rabbit"),
+        ("RESIMHUB_REDIS_URL", "localhost:6379"),
+        ("RESIMHUB_DATABASE_URL", "mysql://x"),
+        ("RESIMHUB_RESULT_TTL", "soon"),
+        ("RESIMHUB_RESULT_TTL", "0"),
+        ("RESIMHUB_RELAY_POLL_INTERVAL", "fast"),
+        ("RESIMHUB_LOG_LEVEL", "LOUD"),
+        ("RESIMHUB_QUEUE_PREFIX", "a b"),
+    ],
+)
+def test_malformed_values_name_the_variable(name, value):
+    with pytest.raises(SettingsError) as err:
+        load_settings({name: value})
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_refuses_to_start_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "api.cli", "db", "upgrade"], capture_output=True, text=True,
+                          env={"RESIMHUB_DATA_DIR": str(tmp_path), "RESIMHUB_RESULT_TTL": "x", "PATH": "/usr/bin"},
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "RESIMHUB_RESULT_TTL" in proc.stderr
