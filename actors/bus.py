@@ -41,8 +41,9 @@ def transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, pika.exceptions.AMQPError | dramatiq.errors.ConnectionError | redis.exceptions.ConnectionError
-                      | ConnectionError | TimeoutError)
+    kinds = (pika.exceptions.AMQPError, dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError,
+             ConnectionError, TimeoutError)
+    return isinstance(exc, kinds)
 
 
 def _retry_when(spec: ActorSpec) -> Callable[[int, BaseException], bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.outbox import OutboxSignal, install_commit_hook
 from storage.result_channel import CeleryResultChannel
@@ -17,6 +18,10 @@ class Storage:
     db: Database
     channel: CeleryResultChannel | None
     outbox_signal: OutboxSignal
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.settings.artifacts_dir)
 
     def close(self) -> None:
         if self.channel is not None:

@@ -106,3 +106,78 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     consumer: Mapped[str] = mapped_column(String(80), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """One seed of an experiment's training; its checkpoint makes a redelivered message resume."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (Index("ix_training_runs_experiment", "experiment_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"))
+    task_id: Mapped[str] = mapped_column(String(36))
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    timesteps: Mapped[int] = mapped_column(Integer, default=0)
+    total_timesteps: Mapped[int | None] = mapped_column(Integer, default=None)
+    episodes: Mapped[int] = mapped_column(Integer, default=0)
+    episode_returns: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    episode_lengths: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    best_return: Mapped[float | None] = mapped_column(default=None)
+    wall_time_s: Mapped[float | None] = mapped_column(default=None)
+    model_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    resumed_from: Mapped[int | None] = mapped_column(Integer, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Model(Base):
+    """A policy file in the artifact store: uploaded by a user or produced by a training run."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    source: Mapped[str] = mapped_column(String(20))  # "upload" | "training"
+    status: Mapped[str] = mapped_column(String(20), default="uploaded")  # uploaded | validated | rejected
+    format: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(500))  # relative to the artifacts directory
+    env_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    activation: Mapped[str | None] = mapped_column(String(20), default=None)
+    shapes: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    task_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"), default=None)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Evaluation(Base):
+    """One evaluation of a model on an env (ARCHITECTURE §5); ``result`` holds every metric."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_model", "model_id"), Index("ix_evaluations_env_created", "env_name",
+                                                                         "created_at"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    env_name: Mapped[str] = mapped_column(String(200))
+    episodes: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(10), default="exact")
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | completed | failed
+    task_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"), default=None)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
+    mean_reward: Mapped[float | None] = mapped_column(default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
