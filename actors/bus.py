@@ -41,7 +41,7 @@ def transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    kinds = (pika.exceptions.AMQPError, dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError,
+    kinds = (pika.exceptions.AMQPError, dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
              ConnectionError, TimeoutError)
     return isinstance(exc, kinds)
 

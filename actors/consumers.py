@@ -6,14 +6,20 @@ they work on.
 
 from __future__ import annotations
 
-from actors import environments
+from actors import aggregation, environments, training
 from actors.bus import ActorSpec
 
 SPECS: list[ActorSpec] = [
     ActorSpec("verify_environment", environments.verify_environment, queue="environments",
               max_retries=5, time_limit_ms=120_000),
+    # Training can take hours; a retry (transient errors only) resumes from the run's checkpoint.
+    ActorSpec("train", training.train, queue="training", max_retries=5, time_limit_ms=6 * 3600_000),
+    ActorSpec("aggregate", aggregation.aggregate, queue="aggregation", max_retries=5, time_limit_ms=300_000),
 ]
 
 ROUTES: dict[str, list[str]] = {
     "resimhub.environment.registered": ["verify_environment"],
+    "resimhub.training.requested": ["train"],
+    "resimhub.evaluation.completed": ["aggregate"],
+    "resimhub.evaluation.failed": ["aggregate"],
 }

@@ -12,8 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 from api.errors import ApiError, error_body, pydantic_details
 from api.responses import accepted
-from api.schemas import EnvironmentCreate, ExperimentCreate
-from api.services import environments, experiments, tasks
+from api.schemas import EnvironmentCreate, ExperimentCreate, StartTraining
+from api.services import environments, experiments, tasks, training
 from storage.context import Storage
 from storage.tasks import to_public as task_public
 
@@ -96,6 +96,15 @@ def create_legacy_app(storage: Storage) -> Flask:
     def get_experiment(experiment_id: int):
         with db.session() as session:
             return jsonify(experiments.to_public(experiments.get(session, experiment_id)))
+
+    @app.post("/start_training")
+    def start_training():
+        body = _json_body(StartTraining)
+        with db.session() as session:
+            experiment, task, runs = training.start(session, body.experiment_id)
+            content, headers = accepted(task.id, experiment_id=experiment.id, run_ids=[r.id for r in runs],
+                                        experiment=experiments.to_public(experiment))
+        return jsonify(content), 202, headers
 
     @app.get("/task_status/<task_id>")
     def task_status(task_id: str) -> Response:

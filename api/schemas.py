@@ -69,6 +69,10 @@ class ExperimentCreate(Strict):
         return [self.seed if self.seed is not None else 0]
 
 
+class StartTraining(Strict):
+    experiment_id: int = Field(ge=1)
+
+
 class ExperimentPublic(BaseModel):
     id: int
     name: str

@@ -61,6 +61,8 @@ def check_hyperparams(agent: str, hyperparams: dict) -> dict:
         default = fields[key].default
         if isinstance(default, bool) or default is None:
             ok = isinstance(value, bool) or default is None
+        elif isinstance(default, tuple):
+            ok = isinstance(value, list | tuple)
         elif isinstance(default, int | float):
             ok = isinstance(value, int | float) and not isinstance(value, bool)
         else:
@@ -68,4 +70,8 @@ def check_hyperparams(agent: str, hyperparams: dict) -> dict:
         if not ok:
             raise Invalid(f"hyperparameter {key} must be like {default!r}, got {value!r}",
                           code="invalid_hyperparameter", details={"field": key})
+    try:
+        get_agent(agent).Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in hyperparams.items()})
+    except Exception as exc:  # noqa: BLE001 - the agent's own validation message is the answer
+        raise Invalid(f"invalid hyperparameters for {agent}: {exc}", code="invalid_hyperparameter") from None
     return hyperparams

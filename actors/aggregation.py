@@ -1,0 +1,155 @@
+"""The ``aggregate`` actor: folds each run's evaluation into its experiment and, once every seed is
+in, writes the experiment's statistics and the Parquet snapshots.
+
+Aggregations of one experiment are serialised by locking the experiment row, so exactly one of the
+runs' messages sees "all runs evaluated" and finishes the experiment.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import select
+
+from actors.handling import consumer
+from actors.runtime import current
+from analytics import snapshots
+from storage import ledger, outbox, tasks
+from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, SnapshotWritten
+from storage.models import Environment, Evaluation, Experiment, Task, TrainingRun
+
+CONSUMER = "aggregate"
+CURVE_BINS = 20
+SUMMARY_KEYS = ("mean", "std", "median", "min", "max", "iqm", "ci95", "score", "mean_length", "episodes", "seed")
+
+
+@consumer(CONSUMER)
+def aggregate(envelope: Envelope) -> None:
+    event: EvaluationCompleted | EvaluationFailed = envelope.event()  # type: ignore[assignment]
+    if event.experiment_id is None:
+        return  # a benchmark evaluation: its own task already carries the result
+    storage = current().storage
+    with storage.db.session() as session:
+        experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
+        run = session.get(TrainingRun, event.run_id)
+        evaluation = session.get(Evaluation, event.evaluation_id)
+        task = session.get(Task, run.task_id)
+        if isinstance(event, EvaluationFailed) or evaluation.status != "completed":
+            run.status = "failed"
+            run.error = event.error if isinstance(event, EvaluationFailed) else {"message": "evaluation failed"}
+            experiment.status = "failed"
+            tasks.fail(session, task, {**run.error, "code": "evaluation_failed"})
+        else:
+            run.evaluation = {k: evaluation.result.get(k) for k in SUMMARY_KEYS if k in evaluation.result}
+            runs = list(session.scalars(select(TrainingRun).where(TrainingRun.task_id == run.task_id)
+                                        .order_by(TrainingRun.id)))
+            if task.status not in tasks.TERMINAL and all(r.evaluation is not None for r in runs):
+                evaluations = {e.run_id: e for e in session.scalars(
+                    select(Evaluation).where(Evaluation.run_id.in_([r.id for r in runs])))}
+                environment = session.get(Environment, experiment.environment_id)
+                threshold = ((environment.spec or {}).get("reward_threshold") if environment else None)
+                results = experiment_results(experiment, runs, evaluations, threshold)
+                experiment.status, experiment.results = "completed", results
+                tasks.succeed(session, task, {"experiment_id": experiment.id, **results})
+                rows = _write_snapshots(storage.settings.snapshots_dir, experiment, runs, evaluations, task.id)
+                outbox.record(session, SnapshotWritten(experiment_id=experiment.id,
+                                                       datasets=sorted(rows), rows=sum(rows.values())))
+        ledger.mark(session, envelope.id, CONSUMER)
+        session.commit()
+
+
+def learning_curve(runs: list[TrainingRun], bins: int = CURVE_BINS) -> list[dict]:
+    """Training returns binned by episode fraction, averaged across seeds."""
+    curves = []
+    for run in runs:
+        returns = np.asarray(run.episode_returns or [], dtype=float)
+        if returns.size == 0:
+            continue
+        edges = np.linspace(0, returns.size, min(bins, returns.size) + 1).astype(int)
+        curves.append([(float(e / returns.size), float(returns[a:e].mean())) for a, e in zip(edges[:-1], edges[1:],
+                                                                                               strict=True)])
+    if not curves:
+        return []
+    width = min(len(c) for c in curves)
+    return [{"fraction": curves[0][i][0], "mean_return": float(np.mean([c[i][1] for c in curves]))}
+            for i in range(width)]
+
+
+def experiment_results(experiment: Experiment, runs: list[TrainingRun], evaluations: dict,
+                       reward_threshold: float | None) -> dict:
+    from actors.rl.stats import bootstrap_ci, iqm, summarize
+
+    finals = [float(r.evaluation["mean"]) for r in runs]
+    if len(runs) == 1:
+        pooled = evaluations[runs[0].id].result["returns"]
+        spread = summarize(pooled, seed=experiment.eval_seed)
+        across = {"iqm": spread["iqm"], "ci95": spread["ci95"], "over": "evaluation episodes"}
+    else:
+        low, high = bootstrap_ci(finals, iqm, seed=experiment.eval_seed)
+        across = {"iqm": iqm(finals), "ci95": [low, high], "over": "seeds"}
+    walls = [float(r.wall_time_s or 0.0) for r in runs]
+    return {
+        "agent": experiment.agent,
+        "env_name": experiment.env_name,
+        "seeds": [r.seed for r in runs],
+        "final_returns": finals,
+        "mean_return": float(np.mean(finals)),
+        "iqm": across["iqm"],
+        "ci95": across["ci95"],
+        "statistics_over": across["over"],
+        "reward_threshold": reward_threshold,
+        "solved": None if reward_threshold is None else bool(np.mean(finals) >= reward_threshold),
+        "evaluation": runs[0].evaluation if len(runs) == 1 else None,
+        "best_return": max((r.best_return for r in runs if r.best_return is not None), default=None),
+        "training_duration_s": max(walls),
+        "training_duration_total_s": float(sum(walls)),
+        "timesteps": int(sum(r.timesteps for r in runs)),
+        "training_episodes": int(sum(r.episodes for r in runs)),
+        "learning_curve": learning_curve(runs),
+        "runs": [{"run_id": r.id, "seed": r.seed, "model_id": r.model_id, "timesteps": r.timesteps,
+                  "episodes": r.episodes, "wall_time_s": r.wall_time_s, "best_return": r.best_return,
+                  "resumed_from": r.resumed_from, "attempts": r.attempts, "evaluation": r.evaluation}
+                 for r in runs],
+    }
+
+
+def _write_snapshots(snapshots_dir, experiment: Experiment, runs: list[TrainingRun], evaluations: dict,
+                     task_id: str) -> dict[str, int]:
+    now = datetime.now(UTC)
+    name = f"experiment-{experiment.id}-{task_id[:8]}"
+    episodes = []
+    eval_rows = []
+    for run in runs:
+        base = {"experiment_id": experiment.id, "run_id": run.id, "task_id": task_id, "model_id": run.model_id,
+                "agent": experiment.agent, "seed": run.seed, "recorded_at": now}
+        for i, (ret, length) in enumerate(zip(run.episode_returns or [], run.episode_lengths or [], strict=False)):
+            episodes.append({**base, "phase": "train", "episode": i, "return": float(ret), "length": int(length)})
+        ev = evaluations[run.id]
+        res = ev.result
+        for i, (ret, length) in enumerate(zip(res["returns"], res["lengths"], strict=True)):
+            episodes.append({**base, "phase": "eval", "episode": i, "return": float(ret), "length": int(length)})
+        low, high = (res.get("ci95") or [None, None])[:2]
+        eval_rows.append({
+            "evaluation_id": ev.id, "model_id": ev.model_id, "experiment_id": experiment.id, "run_id": run.id,
+            "agent": experiment.agent, "episodes": ev.episodes, "seed": ev.seed, "mode": ev.mode,
+            "mean": res.get("mean"), "std": res.get("std"), "median": res.get("median"), "min": res.get("min"),
+            "max": res.get("max"), "iqm": res.get("iqm"), "ci_low": low, "ci_high": high, "score": res.get("score"),
+            "mean_length": res.get("mean_length"), "latency_ms": res.get("latency_ms"),
+            "steps_per_second": res.get("steps_per_second"), "wall_time_s": res.get("wall_time_s"),
+            "evaluated_at": ev.finished_at or now,
+        })
+    results = experiment.results or {}
+    ci = results.get("ci95") or [None, None]
+    exp_row = [{
+        "experiment_id": experiment.id, "name": experiment.name, "agent": experiment.agent,
+        "status": experiment.status, "seeds": [r.seed for r in runs], "total_timesteps": experiment.total_timesteps,
+        "episodes": experiment.episodes, "mean_return": results.get("mean_return"), "iqm": results.get("iqm"),
+        "ci_low": ci[0], "ci_high": ci[1], "best_return": results.get("best_return"),
+        "training_duration_s": results.get("training_duration_s"), "recorded_at": now,
+    }]
+    counts = {}
+    for dataset, rows in (("episodes", episodes), ("evaluations", eval_rows), ("experiments", exp_row)):
+        snapshots.write(snapshots_dir, dataset, rows, env_name=experiment.env_name, name=name, when=now)
+        counts[dataset] = len(rows)
+    return counts

@@ -1,0 +1,251 @@
+"""The ``train`` actor: one seed of an experiment, really trained by the RL engine.
+
+The message is acknowledged only after this function returns, so a worker killed mid-training
+leaves it on the queue; the next delivery finds the run's checkpoint and resumes from it. The
+processed-event ledger and the run's status make sure a run completes once, however often its
+message arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from actors.bus import transient
+from actors.handling import consumer
+from actors.runtime import current
+from storage import ledger, outbox, tasks
+from storage.artifacts import sha256_file
+from storage.events import (
+    Envelope,
+    EvaluationRequested,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingProgressed,
+    TrainingRequested,
+    TrainingStarted,
+)
+from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun, utcnow
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "train"
+PROGRESS_INTERVAL_S = 1.0
+CANCEL_POLL_S = 0.5
+
+
+class _Stopper:
+    """``should_stop`` for the engine: polls the task's state at most every ``CANCEL_POLL_S``."""
+
+    def __init__(self, task_id: str, episode_budget: int | None) -> None:
+        self.task_id = task_id
+        self.episode_budget = episode_budget
+        self.episodes = 0
+        self.cancelled = False
+        self._next_check = 0.0
+
+    def __call__(self) -> bool:
+        if self.episode_budget is not None and self.episodes >= self.episode_budget:
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return self.cancelled
+        self._next_check = now + CANCEL_POLL_S
+        try:
+            with current().storage.db.session() as session:
+                status = session.scalar(select(Task.status).where(Task.id == self.task_id))
+        except Exception:  # noqa: BLE001 - a database blip must not stop training
+            return self.cancelled
+        self.cancelled = status in tasks.TERMINAL
+        return self.cancelled
+
+
+def _aggregate_progress(session, task: Task) -> dict:
+    row = session.execute(
+        select(func.sum(TrainingRun.timesteps), func.sum(TrainingRun.total_timesteps), func.sum(TrainingRun.episodes))
+        .where(TrainingRun.task_id == task.id)
+    ).one()
+    done, total, episodes = (int(v or 0) for v in row)
+    previous = task.progress or {}
+    return {**previous, "fraction": round(min(done / total, 1.0), 4) if total else 0.0,
+            "timesteps": done, "episodes": episodes}
+
+
+class _Reporter:
+    """Turns the engine's progress callbacks into throttled task updates and events."""
+
+    def __init__(self, experiment_id: int, run_id: int, task_id: str, stopper: _Stopper) -> None:
+        self.experiment_id, self.run_id, self.task_id = experiment_id, run_id, task_id
+        self.stopper = stopper
+        self._last = 0.0
+
+    def __call__(self, progress) -> None:
+        self.stopper.episodes = progress.episodes
+        now = time.monotonic()
+        if now - self._last < PROGRESS_INTERVAL_S:
+            return
+        self._last = now
+        latest = None if progress.latest_return is None else float(progress.latest_return)
+        try:
+            with current().storage.db.session() as session:
+                run = session.get(TrainingRun, self.run_id)
+                task = session.get(Task, self.task_id)
+                if run is None or task is None or task.status in tasks.TERMINAL:
+                    return
+                run.timesteps, run.episodes = int(progress.timesteps), int(progress.episodes)
+                session.flush()
+                summary = _aggregate_progress(session, task)
+                summary["latest_return"] = latest
+                tasks.set_progress(session, task, summary)
+                outbox.record(session, TrainingProgressed(
+                    experiment_id=self.experiment_id, task_id=self.task_id, run_id=self.run_id,
+                    timesteps=int(progress.timesteps), episodes=int(progress.episodes),
+                    fraction=float(progress.fraction), latest_return=latest))
+                session.commit()
+        except Exception as exc:  # noqa: BLE001 - progress is best effort; training goes on
+            log.warning("progress update for run %s failed: %s", self.run_id, exc)
+
+
+def _budget(experiment: Experiment, environment: Environment | None, default_timesteps: int) -> tuple[int, int | None]:
+    """Timesteps to give the engine, and an episode budget to stop at when one was asked for."""
+    if experiment.total_timesteps:
+        return experiment.total_timesteps, None
+    if experiment.episodes:
+        max_steps = ((environment.spec or {}).get("max_episode_steps") if environment else None) or 1000
+        return experiment.episodes * int(max_steps), experiment.episodes
+    return default_timesteps, None
+
+
+@consumer(CONSUMER)
+def train(envelope: Envelope) -> None:
+    """Train one run, save its policy as a model and ask for its evaluation."""
+    from actors.rl.agents import get_agent
+
+    event: TrainingRequested = envelope.event()  # type: ignore[assignment]
+    storage = current().storage
+    with storage.db.session() as session:
+        run = session.get(TrainingRun, event.run_id)
+        experiment = session.get(Experiment, event.experiment_id)
+        task = session.get(Task, event.task_id)
+        if run is None or experiment is None or task is None:
+            raise LookupError(f"run {event.run_id} of experiment {event.experiment_id} does not exist")
+        if run.status in ("completed", "failed", "cancelled") or task.status in tasks.TERMINAL:
+            if run.status in ("queued", "running"):
+                run.status = "cancelled"
+            ledger.mark(session, envelope.id, CONSUMER)
+            session.commit()
+            return
+        environment = session.get(Environment, experiment.environment_id)
+        agent = get_agent(experiment.agent)
+        total, episode_budget = _budget(experiment, environment, agent.DEFAULT_TIMESTEPS)
+        checkpoint = storage.artifacts.checkpoint_path(run.id)
+        resumed_from = run.timesteps if checkpoint.exists() else None
+        run.status, run.total_timesteps = "running", total
+        run.attempts += 1
+        run.started_at = run.started_at or utcnow()
+        run.resumed_from = resumed_from
+        if experiment.status in ("queued", "created"):
+            experiment.status = "training"
+        tasks.mark_running(session, task)
+        outbox.record(session, TrainingStarted(experiment_id=experiment.id, task_id=task.id, run_id=run.id,
+                                               seed=run.seed, resumed_from=resumed_from))
+        session.commit()
+        env_name, hyperparams, seed = experiment.env_name, dict(experiment.hyperparams or {}), run.seed
+        agent_name, exp_id = experiment.agent, experiment.id
+
+    stopper = _Stopper(event.task_id, episode_budget)
+    reporter = _Reporter(exp_id, event.run_id, event.task_id, stopper)
+    try:
+        result = agent.train(env_name, hyperparams, seed=seed, total_timesteps=total, progress=reporter,
+                             checkpoint_path=str(checkpoint), checkpoint_every=max(1000, total // 20),
+                             should_stop=stopper)
+    except Exception as exc:
+        if transient(exc):
+            raise  # the checkpoint stays; the retried message resumes from it
+        log.exception("training run %s failed", event.run_id)
+        _record_failure(envelope, event, exc)
+        return
+
+    if stopper.cancelled:
+        with storage.db.session() as session:
+            run = session.get(TrainingRun, event.run_id)
+            run.status, run.finished_at = "cancelled", utcnow()
+            run.timesteps, run.episodes = result.timesteps, result.episodes
+            ledger.mark(session, envelope.id, CONSUMER)
+            session.commit()
+        return
+    _record_success(envelope, event, result, agent_name, env_name, checkpoint)
+
+
+def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception) -> None:
+    error = tasks.error_document(exc, code="training_failed")
+    with current().storage.db.session() as session:
+        run = session.get(TrainingRun, event.run_id)
+        run.status, run.finished_at = "failed", utcnow()
+        run.error = {k: v for k, v in error.items() if k != "traceback"}
+        experiment = session.get(Experiment, event.experiment_id)
+        experiment.status = "failed"
+        tasks.fail(session, session.get(Task, event.task_id), error)
+        outbox.record(session, TrainingFailed(experiment_id=event.experiment_id, task_id=event.task_id,
+                                              run_id=event.run_id, error=run.error))
+        ledger.mark(session, envelope.id, CONSUMER)
+        session.commit()
+
+
+def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_name: str, env_name: str,
+                    checkpoint: Path) -> None:
+    from actors.rl.policy import save_policy
+
+    storage = current().storage
+    store = storage.artifacts
+    model_id = str(uuid.uuid4())
+    relative = store.model_path(model_id)
+    target = store.path(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_policy(result.policy, target, {
+        "env_id": env_name, "agent": agent_name, "training_config": result.config,
+        "experiment_id": event.experiment_id, "run_id": event.run_id, "seed": event.seed,
+        "timesteps": result.timesteps,
+    })
+    returns = [float(r) for r in result.episode_returns]
+    with storage.db.session() as session:
+        run = session.get(TrainingRun, event.run_id)
+        experiment = session.get(Experiment, event.experiment_id)
+        if run.status == "completed":  # a duplicate delivery raced us here; keep the first
+            store.delete(relative)
+            ledger.mark(session, envelope.id, CONSUMER)
+            session.commit()
+            return
+        session.add(Model(
+            id=model_id, name=f"{experiment.name} seed {event.seed}", source="training", status="validated",
+            format="resimhub-npz", sha256=sha256_file(target), size_bytes=target.stat().st_size, path=relative,
+            env_name=env_name, shapes={"policy": result.policy.describe()}, task_id=event.task_id,
+            experiment_id=event.experiment_id, run_id=event.run_id,
+        ))
+        session.flush()
+        run.status, run.model_id, run.finished_at = "completed", model_id, utcnow()
+        run.timesteps, run.episodes = int(result.timesteps), int(result.episodes)
+        run.episode_returns = returns
+        run.episode_lengths = [int(n) for n in result.episode_lengths]
+        run.best_return = max(returns) if returns else None
+        run.wall_time_s = float(result.wall_time_s)
+        run.resumed_from = result.resumed_from if result.resumed_from is not None else run.resumed_from
+        evaluation = Evaluation(id=str(uuid.uuid4()), model_id=model_id, env_name=env_name,
+                                episodes=experiment.eval_episodes, seed=experiment.eval_seed, mode="exact",
+                                task_id=event.task_id, experiment_id=experiment.id, run_id=run.id)
+        session.add(evaluation)
+        experiment.status = "evaluating" if experiment.status == "training" else experiment.status
+        outbox.record(session, TrainingCompleted(
+            experiment_id=experiment.id, task_id=event.task_id, run_id=run.id, model_id=model_id,
+            timesteps=run.timesteps, episodes=run.episodes, wall_time_s=run.wall_time_s))
+        outbox.record(session, EvaluationRequested(
+            evaluation_id=evaluation.id, task_id=event.task_id, model_id=model_id, env_name=env_name,
+            episodes=evaluation.episodes, seed=evaluation.seed, mode="exact", experiment_id=experiment.id,
+            run_id=run.id))
+        ledger.mark(session, envelope.id, CONSUMER)
+        session.commit()
+    checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import SessionDep
+from api.responses import accepted
+from api.schemas import TaskPublic
+from api.services import experiments, training
+from storage.tasks import to_public
+
+router = APIRouter(tags=["training"])
+
+
+@router.post("/api/experiments/{experiment_id}/train", status_code=202)
+def start_training(experiment_id: int, session: SessionDep) -> JSONResponse:
+    """Queue one training run per seed; poll the task for progress and the aggregated result."""
+    experiment, task, runs = training.start(session, experiment_id)
+    content, headers = accepted(task.id, experiment_id=experiment.id, run_ids=[r.id for r in runs],
+                                experiment=experiments.to_public(experiment))
+    return JSONResponse(content, status_code=202, headers=headers)
+
+
+@router.post("/api/tasks/{task_id}/cancel")
+def cancel_task(task_id: str, session: SessionDep) -> TaskPublic:
+    """Cancel a queued or running task."""
+    return to_public(training.cancel(session, task_id))

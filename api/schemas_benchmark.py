@@ -1,0 +1,129 @@
+"""Schemas of the benchmark resources: uploaded models, evaluation runs, recent results, comparisons.
+
+Kept apart from :mod:`api.schemas` so that the benchmark family can change without touching the
+experiment and environment schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from api.schemas import MAX_SEED, Strict
+
+MAX_EVAL_EPISODES = 10_000
+MAX_WAIT_S = 60.0
+MAX_COMPARE = 20
+ACTIVATIONS = ("relu", "tanh")
+
+
+class EvaluationCreate(Strict):
+    """``POST /benchmark/run``, as JSON or as form fields (form values arrive as strings and are
+    coerced, so ``episodes=10`` in a form means the integer 10)."""
+
+    model_id: str = Field(min_length=1, max_length=36, description="id returned by POST /benchmark/upload_model")
+    env_name: str | None = Field(default=None, min_length=1, max_length=200,
+                                 description="Gymnasium id; defaults to the env the model was uploaded for")
+    episodes: int = Field(default=100, ge=1, le=MAX_EVAL_EPISODES)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="episode i is reset with seed + i")
+    mode: Literal["exact", "fast"] = Field(
+        default="exact", description="exact: reproducible per-episode seeds; fast: gymnasium's native vector env")
+    wait: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_S,
+                        description="block up to this many seconds and answer 200 with the result if it is done")
+
+
+class ModelPublic(BaseModel):
+    id: str
+    name: str | None
+    source: str
+    status: str
+    format: str
+    sha256: str
+    size_bytes: int
+    env_name: str | None
+    activation: str | None
+    shapes: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+    reason: str | None
+    task_id: str | None
+    experiment_id: int | None
+    run_id: int | None
+    created_at: str
+    file_url: str | None
+
+
+class EvaluationPublic(BaseModel):
+    id: str
+    model_id: str
+    env_name: str
+    episodes: int
+    seed: int
+    mode: str
+    status: str
+    task_id: str | None
+    experiment_id: int | None
+    run_id: int | None
+    mean_reward: float | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: str
+    finished_at: str | None
+
+
+class RecentEvaluation(BaseModel):
+    evaluation_id: str
+    model_id: str
+    env_name: str
+    mean_reward: float | None
+    std_reward: float | None
+    median_reward: float | None
+    latency_ms: float | None
+    total_episodes: int
+    status: str
+    evaluated_at: str | None
+    seed: int
+    mode: str
+    iqm: float | None
+    score: float | None
+    experiment_id: int | None
+    run_id: int | None
+
+
+class CompareEntry(BaseModel):
+    rank: int
+    model_id: str
+    name: str | None
+    evaluation_id: str
+    episodes: int
+    seed: int
+    mode: str
+    mean: float | None
+    std: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    iqm: float | None
+    iqm_ci95: list[float | None]
+    ci95: list[float | None] | None
+    score: float | None
+    evaluated_at: str | None
+
+
+class ComparePair(BaseModel):
+    a: str
+    b: str
+    paired_episodes: bool
+    probability_of_improvement: float | None
+    mean_difference: float | None
+    iqm_difference: float | None
+    welch_t: dict[str, Any]
+    mann_whitney_u: dict[str, Any]
+
+
+class Comparison(BaseModel):
+    env_name: str
+    ranking: str
+    models: list[CompareEntry]
+    pairs: list[ComparePair]
+

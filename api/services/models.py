@@ -1,0 +1,131 @@
+"""Accepting model uploads and reading them back.
+
+An upload is untrusted (ARCHITECTURE §6). What can be decided from the bytes alone without running
+anything (size, format by magic bytes and zip member names) is decided in the request, so that a
+pickle or a random file is refused at once and leaves nothing behind: no file, no row, no event.
+Reading the weights and checking them against the environment is real work and goes to the
+``validate_model`` actor through a ``ModelUploaded`` event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from actors.rl.errors import ModelFileError
+from actors.rl.modelfiles import NATIVE, NPZ_STATE_DICT, ONNX, SAFETENSORS, TORCH_ZIP, Limits, sniff_format
+from api.errors import ApiError, Invalid, NotFound, TooLarge, Unsupported
+from api.schemas_benchmark import ACTIVATIONS
+from api.services.catalog import require_known_env
+from storage import outbox, tasks
+from storage.artifacts import ArtifactStore, ArtifactTooLarge
+from storage.events import ModelUploaded, rfc3339
+from storage.models import Model
+
+#: Download names get an extension a user's tools recognise; the stored file is always ``.bin``
+#: because the uploader's file name proves nothing about the content.
+EXTENSIONS = {NATIVE: ".npz", NPZ_STATE_DICT: ".npz", TORCH_ZIP: ".pt", SAFETENSORS: ".safetensors", ONNX: ".onnx"}
+
+
+class Gone(ApiError):
+    status, code = 410, "gone"
+
+
+def to_public(model: Model) -> dict:
+    kept = model.status != "rejected"
+    return {
+        "id": model.id,
+        "name": model.name,
+        "source": model.source,
+        "status": model.status,
+        "format": model.format,
+        "sha256": model.sha256,
+        "size_bytes": int(model.size_bytes),
+        "env_name": model.env_name,
+        "activation": model.activation,
+        "shapes": model.shapes,
+        "manifest": model.manifest,
+        "reason": model.reason,
+        "task_id": model.task_id,
+        "experiment_id": model.experiment_id,
+        "run_id": model.run_id,
+        "created_at": rfc3339(model.created_at),
+        "file_url": f"/benchmark/models/{model.id}/file" if kept else None,
+    }
+
+
+def refusal(exc: ModelFileError) -> ApiError:
+    """The API error for a model file the engine refused, keeping the engine's code and status."""
+    kind = {415: Unsupported, 413: TooLarge}.get(exc.status, Invalid)
+    return kind(str(exc), code=exc.code, details=exc.details or None)
+
+
+def _check_options(env_name: str | None, activation: str | None, name: str | None) -> tuple:
+    env_name = (env_name or "").strip() or None
+    if env_name is not None:
+        env_name = require_known_env(env_name)
+    activation = (activation or "").strip().lower() or None
+    if activation is not None and activation not in ACTIVATIONS:
+        raise Invalid(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}",
+                      code="validation_error", details=[{"field": "activation", "message": "unknown activation",
+                                                         "type": "enum"}])
+    name = (name or "").strip() or None
+    if name is not None and len(name) > 200:
+        raise Invalid("name is longer than 200 characters", details=[{"field": "name", "message": "too long",
+                                                                      "type": "string_too_long"}])
+    return env_name, activation, name
+
+
+def upload(session: Session, artifacts: ArtifactStore, stream: BinaryIO, *, max_bytes: int,
+           env_name: str | None = None, activation: str | None = None, name: str | None = None) -> Model:
+    """Store the uploaded file, recognise its format and queue its validation; returns the new row.
+
+    ``activation`` matters only for state dicts, which do not record it; left out, they are read
+    with ``relu`` (the engine's documented default). The native format's manifest states its own.
+    Any refusal deletes the stored file before raising, so a refused upload leaves no trace.
+    """
+    env_name, activation, name = _check_options(env_name, activation, name)
+    model_id = str(uuid.uuid4())
+    relative = artifacts.model_path(model_id)
+    try:
+        sha256, size = artifacts.write_stream(relative, stream, max_bytes)
+    except ArtifactTooLarge as exc:
+        raise TooLarge(f"the model file is larger than {exc.limit} bytes",
+                       details={"limit_bytes": exc.limit}) from None
+    try:
+        fmt = sniff_format(artifacts.path(relative), Limits(max_bytes=max_bytes))
+        model = Model(id=model_id, name=name, source="upload", status="uploaded", format=fmt, sha256=sha256,
+                      size_bytes=size, path=relative, env_name=env_name, activation=activation)
+        session.add(model)
+        task = tasks.create(session, "validate_model", subject=f"models/{model_id}")
+        model.task_id = task.id
+        outbox.record(session, ModelUploaded(model_id=model_id, task_id=task.id, format=fmt, sha256=sha256,
+                                             env_name=env_name, activation=activation))
+        session.commit()
+    except ModelFileError as exc:
+        artifacts.delete(relative)
+        raise refusal(exc) from None
+    except BaseException:
+        artifacts.delete(relative)
+        raise
+    return model
+
+
+def get(session: Session, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} does not exist", details={"model_id": model_id})
+    return model
+
+
+def file_of(session: Session, artifacts: ArtifactStore, model_id: str) -> tuple[Path, str]:
+    """The stored file and the name to download it under."""
+    model = get(session, model_id)
+    path = artifacts.path(model.path)
+    if model.status == "rejected" or not path.is_file():
+        raise Gone(f"the file of model {model_id} is not kept ({model.reason or 'it was removed'})",
+                   details={"model_id": model_id, "status": model.status})
+    return path, f"model-{model.id}{EXTENSIONS.get(model.format, '.bin')}"
