@@ -17,6 +17,7 @@ from collections.abc import Callable
 import dramatiq
 from sqlalchemy import select, update
 
+from actors.bus import BatchPublisher
 from actors.consumers import ROUTES
 from storage.context import Storage
 from storage.models import EventRecord, utcnow
@@ -40,6 +41,7 @@ class Relay:
         self.batch_size = storage.settings.relay_batch_size
         self.poll_interval = storage.settings.relay_poll_interval
         self.published = 0
+        self.publisher = BatchPublisher(broker)
         self._stop = threading.Event()
 
     def publish_batch(self) -> int:
@@ -58,12 +60,13 @@ class Relay:
             if not rows:
                 session.rollback()
                 return 0
+            messages = []
             for row in rows:
                 doc = envelope_of(row).to_cloudevent()
                 for actor_name in self.routes.get(row.type, ()):
                     actor = self.actors[actor_name]
-                    message = actor.message(doc).copy(message_id=message_id(row.event_id, actor_name))
-                    self.broker.enqueue(message)
+                    messages.append(actor.message(doc).copy(message_id=message_id(row.event_id, actor_name)))
+            self.publisher.publish(messages)
             session.execute(
                 update(EventRecord).where(EventRecord.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
             )
@@ -110,6 +113,7 @@ class Relay:
                 listener.close()
 
     def _reset_broker(self) -> None:
+        self.publisher.close()
         # pika's thread-local connection is unusable after a broker outage; drop it so the next
         # enqueue reconnects.
         try:

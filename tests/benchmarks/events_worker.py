@@ -1,0 +1,37 @@
+"""Worker entry point for bench_events.py: the hub's runtime plus two no-op consumers.
+
+``noop_consumer`` is idempotent like every real consumer (ledger check + insert, keyed on the
+event id) and stamps when it started; ``raw_noop`` does nothing at all and measures Dramatiq's own
+rate on the same broker.
+"""
+
+from datetime import UTC, datetime
+
+import dramatiq
+
+from actors.handling import consumer
+from actors.runtime import boot, current
+from storage.models import ProcessedEvent
+from storage.settings import load_settings
+
+runtime = boot(load_settings())
+broker = runtime.broker
+prefix = runtime.settings.queue_prefix
+
+
+@consumer("noop_consumer")
+def _noop(envelope) -> None:
+    started = datetime.now(UTC)
+    with current().storage.db.session() as session:
+        session.add(ProcessedEvent(event_id=envelope.id, consumer="noop_consumer", processed_at=started))
+        session.commit()
+
+
+def _raw_noop(n: int) -> None:
+    return None
+
+
+dramatiq.Actor(_noop, broker=broker, actor_name="noop_consumer", queue_name=prefix + "bench", priority=0,
+               options={"max_retries": 0, "time_limit": 60_000})
+dramatiq.Actor(_raw_noop, broker=broker, actor_name="raw_noop", queue_name=prefix + "benchraw", priority=0,
+               options={"max_retries": 0, "time_limit": 60_000})
