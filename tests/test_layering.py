@@ -1,0 +1,77 @@
+"""Dependencies point one way (ARCHITECTURE §8): api → storage (and the RL engine's catalogues),
+actors → storage + RL engine, the RL engine → nothing of ours, analytics → snapshots only.
+Also: importing any module connects to nothing and reads no settings."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# package -> the first-party packages it may import
+ALLOWED = {
+    "storage": {"storage"},
+    "analytics": {"analytics", "storage"},
+    "actors.rl": {"actors.rl"},
+    "actors": {"actors", "actors.rl", "storage", "analytics"},
+    "api": {"api", "storage", "actors.rl"},
+}
+# The CLI and the uvicorn factory compose every part; that is their job.
+COMPOSITION_ROOTS = {"api/cli.py", "api/gateway.py"}
+FIRST_PARTY = ("api", "actors", "analytics", "storage")
+
+
+def _package_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).as_posix()
+    return "actors.rl" if rel.startswith("actors/rl/") else rel.split("/")[0]
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def _first_party(module: str) -> str | None:
+    if module.startswith("actors.rl"):
+        return "actors.rl"
+    top = module.split(".")[0]
+    return top if top in FIRST_PARTY else None
+
+
+def test_dependencies_point_one_way():
+    violations = []
+    for package in FIRST_PARTY:
+        for path in (ROOT / package).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in COMPOSITION_ROOTS or "/migrations/" in rel:
+                continue
+            allowed = ALLOWED[_package_of(path)]
+            for module in _imports(path):
+                target = _first_party(module)
+                if target is not None and target not in allowed:
+                    violations.append(f"{rel} imports {module}")
+    assert violations == []
+
+
+def test_importing_everything_connects_to_nothing(tmp_path):
+    """With every service URL pointing at a closed port, importing all modules still works."""
+    modules = []
+    for package in FIRST_PARTY:
+        for path in (ROOT / package).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("").as_posix()
+            if rel.endswith("__init__") or "/migrations/" in rel or rel == "actors/worker":
+                continue
+            modules.append(rel.replace("/", "."))
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\nprint('ok')"
+    env = {"PATH": "/usr/bin:/bin", "RESIMHUB_DATABASE_URL": "postgresql+psycopg2://nobody@127.0.0.1:1/x",
+           "RESIMHUB_BROKER_URL": "amqp://nobody@127.0.0.1:1/", "RESIMHUB_REDIS_URL": "redis://127.0.0.1:1/0",
+           "RESIMHUB_DATA_DIR": str(tmp_path / "never-created")}
+    proc = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "never-created").exists()
