@@ -6,7 +6,7 @@ they work on.
 
 from __future__ import annotations
 
-from actors import aggregation, environments, training
+from actors import aggregation, environments, evaluations, models, training
 from actors.bus import ActorSpec
 
 SPECS: list[ActorSpec] = [
@@ -15,11 +15,16 @@ SPECS: list[ActorSpec] = [
     # Training can take hours; a retry (transient errors only) resumes from the run's checkpoint.
     ActorSpec("train", training.train, queue="training", max_retries=5, time_limit_ms=6 * 3600_000),
     ActorSpec("aggregate", aggregation.aggregate, queue="aggregation", max_retries=5, time_limit_ms=300_000),
+    ActorSpec("validate_model", models.validate_model, queue="models", max_retries=3, time_limit_ms=120_000),
+    # 10 000 episodes of a 500-step env at the engine's pace take minutes; the limit leaves room for slow envs.
+    ActorSpec("evaluate", evaluations.evaluate, queue="evaluation", max_retries=3, time_limit_ms=3600_000),
 ]
 
 ROUTES: dict[str, list[str]] = {
     "resimhub.environment.registered": ["verify_environment"],
     "resimhub.training.requested": ["train"],
+    "resimhub.model.uploaded": ["validate_model"],
+    "resimhub.evaluation.requested": ["evaluate"],
     "resimhub.evaluation.completed": ["aggregate"],
     "resimhub.evaluation.failed": ["aggregate"],
 }

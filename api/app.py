@@ -25,7 +25,7 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 def create_app(storage: Storage) -> FastAPI:
     from api.legacy import create_legacy_app
-    from api.routes import environments, events, experiments, health, tasks, training
+    from api.routes import benchmark, environments, events, experiments, health, tasks, training
 
     app = FastAPI(
         title="ReSimHub",
@@ -34,7 +34,7 @@ def create_app(storage: Storage) -> FastAPI:
         "poll long work as tasks and read the event log.",
     )
     app.state.storage = storage
-    for module in (environments, experiments, training, tasks, events, health):
+    for module in (environments, experiments, training, tasks, events, benchmark, health):
         app.include_router(module.router)
     _install_error_handlers(app)
 

@@ -111,4 +111,7 @@ def create_legacy_app(storage: Storage) -> Flask:
         with db.session() as session:
             return jsonify(task_public(tasks.get(session, task_id)))
 
+    from api.legacy_benchmark import benchmark_blueprint
+
+    app.register_blueprint(benchmark_blueprint(storage))
     return app

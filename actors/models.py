@@ -1,0 +1,99 @@
+"""Validating an uploaded model file by really reading it with the safe loader.
+
+The gateway only recognised the format; here every tensor is read (without executing pickle code),
+the layers are chained into a policy and, when the upload named an environment, the policy's input
+and output sizes are checked against it. A rejected model keeps its row for audit, but its file is
+deleted: an untrusted file that failed validation has no further use on the shared volume.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from actors.handling import consumer
+from actors.runtime import current
+from storage import ledger, outbox, tasks
+from storage.events import Envelope, ModelRejected, ModelUploaded, ModelValidated, rfc3339
+from storage.models import Model
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "validate_model"
+
+
+def model_view(model: Model) -> dict:
+    """The task result: what a client polling the upload needs to know about the model."""
+    return {
+        "model_id": model.id,
+        "status": model.status,
+        "format": model.format,
+        "sha256": model.sha256,
+        "size_bytes": int(model.size_bytes),
+        "env_name": model.env_name,
+        "activation": model.activation,
+        "shapes": model.shapes,
+        "manifest": model.manifest,
+        "reason": model.reason,
+        "created_at": rfc3339(model.created_at),
+    }
+
+
+@consumer(CONSUMER)
+def validate_model(envelope: Envelope) -> None:
+    """Read the uploaded file into a policy; record it as validated (shapes, manifest) or rejected."""
+    from actors.bus import transient
+    from actors.rl.modelfiles import load_policy
+
+    event: ModelUploaded = envelope.event()  # type: ignore[assignment]
+    storage = current().storage
+    db = storage.db
+    with db.session() as session:
+        model = session.get(Model, event.model_id)
+        if model is None:
+            log.warning("validate_model: model %s does not exist; nothing to do", event.model_id)
+            return
+        task = tasks.get(session, event.task_id)
+        if task is not None and task.status == "queued":
+            tasks.mark_running(session, task)
+            session.commit()
+        relative, env_name, activation = model.path, model.env_name, model.activation
+
+    loaded, error = None, None
+    try:
+        loaded = load_policy(storage.artifacts.path(relative), env_id=env_name, activation=activation,
+                             max_bytes=storage.settings.max_upload_bytes)
+    except Exception as exc:  # noqa: BLE001 - anything the file makes the loader do is a rejection
+        if transient(exc):
+            raise
+        error = tasks.error_document(exc, code=getattr(exc, "code", None) or "bad_content")
+        if isinstance(exc, FileNotFoundError):
+            error["code"] = "model_file_missing"
+        if error["celery_type"] == "Exception":
+            error["celery_type"] = "ValueError"  # a refused input, as a Celery client would expect it
+
+    with db.session() as session:
+        model = session.get(Model, event.model_id)
+        task = tasks.get(session, event.task_id)
+        if loaded is not None:
+            model.status = "validated"
+            model.shapes = loaded.shapes
+            model.manifest = loaded.manifest
+            model.reason = None
+            # The activation actually used: the native manifest's own, or the state-dict default.
+            model.activation = loaded.manifest.get("activation") or model.activation
+            if task is not None and task.status not in tasks.TERMINAL:
+                tasks.succeed(session, task, model_view(model))
+            outbox.record(session, ModelValidated(model_id=model.id, task_id=event.task_id, format=loaded.format,
+                                                  shapes=loaded.shapes))
+        else:
+            model.status = "rejected"
+            model.reason = error["message"]
+            if task is not None:
+                tasks.fail(session, task, {**error, "retryable": False})
+            outbox.record(session, ModelRejected(model_id=model.id, task_id=event.task_id, reason=error["message"]))
+        ledger.mark(session, envelope.id, CONSUMER)
+        session.commit()
+
+    if loaded is None:
+        # After the commit: if the commit had failed, the redelivered message still finds the file.
+        storage.artifacts.delete(relative)

@@ -1,0 +1,418 @@
+"""Pieces every agent shares: progress/result records, argument handling, seeding, vector
+environments, episode bookkeeping and atomic ``.npz`` checkpoints.
+
+Checkpoints hold only plain arrays plus one JSON string, so ``np.load(..., allow_pickle=False)``
+reads them and a checkpoint file can never execute code when it is resumed from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from actors.rl.errors import RLError
+
+
+# -- records ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot handed to the ``progress`` callback; cheap to build, JSON-friendly."""
+
+    timesteps: int
+    total_timesteps: int
+    episodes: int
+    latest_return: float | None
+    fraction: float
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``wall_time_s`` is training time: time spent inside a ``check`` hook is
+    left out, so benchmarks can evaluate mid-run without inflating it. ``episode_returns`` holds
+    every finished training episode since the first start (a resumed run continues the history)."""
+
+    policy: Any
+    episode_returns: list[float]
+    episode_lengths: list[int]
+    timesteps: int
+    episodes: int
+    wall_time_s: float
+    config: dict
+    stopped: bool = False
+    resumed_from: int | None = None
+    # Set when a ``check`` hook (benchmarks, learning tests) declared the run finished early.
+    check_passed: bool = False
+
+
+ProgressFn = Callable[[Progress], None]
+StopFn = Callable[[], bool]
+# ``check(timesteps, policy) -> bool``: an out-of-band evaluation hook; True ends training.
+CheckFn = Callable[[int, Any], bool]
+
+
+# -- arguments ----------------------------------------------------------------------------------
+def resolve_args(cls: type, args: Any) -> Any:
+    """Accept an ``Args`` instance, a partial dict (unknown keys rejected) or ``None``."""
+    if args is None:
+        return cls()
+    if isinstance(args, cls):
+        return dataclasses.replace(args)
+    if isinstance(args, dict):
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise RLError(f"unknown {cls.__module__.rsplit('.', 1)[-1]} argument(s) {unknown}; "
+                          f"known: {sorted(known)}")
+        values = {}
+        for key, value in args.items():
+            default = getattr(cls(), key)
+            # JSON round trips turn tuples into lists; keep the dataclass's own types.
+            if isinstance(default, tuple) and isinstance(value, list):
+                value = tuple(value)
+            values[key] = value
+        return cls(**values)
+    raise RLError(f"args must be {cls.__name__}, dict or None, not {type(args).__name__}")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def build_config(agent: str, env_id: str, args: Any, seed: int, total_timesteps: int,
+                 env_kwargs: dict | None) -> dict:
+    return _json_safe({
+        "agent": agent,
+        "env_id": env_id,
+        "seed": int(seed),
+        "total_timesteps": int(total_timesteps),
+        "env_kwargs": dict(env_kwargs or {}),
+        "args": dataclasses.asdict(args),
+    })
+
+
+# -- seeding ------------------------------------------------------------------------------------
+def env_seed_for(seed: int, timesteps: int) -> int:
+    """Environment seed for a (re)start: the first run and every resume get distinct streams,
+    yet the value depends only on the run's seed and where it (re)starts."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(timesteps)]).generate_state(1)[0])
+
+
+def rng_state_json(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def rng_from_json(text: str) -> np.random.Generator:
+    state = json.loads(text)
+    bitgen = getattr(np.random, state["bit_generator"])()
+    bitgen.state = state
+    return np.random.Generator(bitgen)
+
+
+# -- threads ------------------------------------------------------------------------------------
+def single_threaded(train_fn: Callable) -> Callable:
+    """Run ``train_fn`` with BLAS limited to one thread.
+
+    Two reasons. Reproducibility: a different BLAS thread count sums matrix products in a different
+    order, and RL amplifies the last-bit differences into a different learning curve (measured:
+    PPO seed 0 ends at a greedy 500 with one thread and ~300 with two). Speed: the matrices here
+    are far too small to gain from threads. Parallelism belongs to the workers, one run each.
+    """
+    import functools
+
+    @functools.wraps(train_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from actors.rl.evaluation import single_threaded_blas
+
+        with single_threaded_blas():
+            return train_fn(*args, **kwargs)
+
+    return wrapper
+
+
+# -- allocator ----------------------------------------------------------------------------------
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> None:
+    """Stop glibc from handing freed heap back to the OS after every numpy temporary.
+
+    Training allocates and frees the same few 64-256 KiB activation arrays thousands of times a
+    second. With glibc's defaults each free trims the heap top (or unmaps the block) and the next
+    allocation page-faults fresh memory, which measured here as half of all update time. Raising
+    the trim and mmap thresholds keeps that memory in the process (at most a few tens of MiB).
+    Process-wide and applied once; a no-op where glibc is absent.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return
+    _ALLOCATOR_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_trim_threshold, 64 << 20)
+        libc.mallopt(m_mmap_threshold, 16 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
+# -- environments -------------------------------------------------------------------------------
+def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> gym.vector.VectorEnv:
+    """Prefer an environment's native vectorised implementation (CartPole's steps all copies in
+    one numpy call) and fall back to ``SyncVectorEnv``; both use next-step autoreset, which the
+    agents rely on (see :class:`EpisodeTracker`)."""
+    kwargs = dict(env_kwargs or {})
+    spec = gym.spec(env_id)
+    if spec.vector_entry_point is not None:
+        try:
+            env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        except TypeError:
+            env = None
+        if env is not None:
+            mode = env.metadata.get("autoreset_mode")
+            if mode is None or getattr(mode, "value", mode) == "NextStep":
+                return env
+            env.close()
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)],
+                                    autoreset_mode="NextStep")
+
+
+def space_error(observation_space: gym.Space, action_space: gym.Space, *,
+                discrete_actions: bool, box_actions: bool) -> str | None:
+    """Why a network agent cannot handle these spaces, or ``None`` if it can."""
+    if not isinstance(observation_space, gym.spaces.Box):
+        return f"needs a Box observation space, got {type(observation_space).__name__}"
+    if isinstance(action_space, gym.spaces.Discrete):
+        return None if discrete_actions else "does not support Discrete actions"
+    if isinstance(action_space, gym.spaces.Box):
+        if not box_actions:
+            return "needs a Discrete action space (Box actions are not supported)"
+        if len(action_space.shape) != 1:
+            return f"needs a 1-D Box action space, got shape {action_space.shape}"
+        return None
+    return f"does not support {type(action_space).__name__} action spaces"
+
+
+class EpisodeTracker:
+    """Per-copy return/length accumulators for a next-step-autoreset vector env.
+
+    Under next-step autoreset the call *after* a termination only resets that copy: the action is
+    ignored and the reward is not part of any episode, so such steps are reported as invalid and
+    must not be learnt from.
+    """
+
+    def __init__(self, num_envs: int, returns: list[float] | None = None,
+                 lengths: list[int] | None = None) -> None:
+        self.ret = np.zeros(num_envs, dtype=np.float64)
+        self.len = np.zeros(num_envs, dtype=np.int64)
+        self.prev_done = np.zeros(num_envs, dtype=bool)
+        self.returns: list[float] = list(returns or [])
+        self.lengths: list[int] = list(lengths or [])
+
+    def step(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+        """Account one vector step; returns the mask of copies whose step was a real transition."""
+        valid = ~self.prev_done
+        self.ret += np.where(valid, reward, 0.0)
+        self.len += valid
+        done = (terminated | truncated) & valid
+        if done.any():
+            for i in np.flatnonzero(done):
+                self.returns.append(float(self.ret[i]))
+                self.lengths.append(int(self.len[i]))
+            self.ret[done] = 0.0
+            self.len[done] = 0
+        self.prev_done = done
+        return valid
+
+    @property
+    def latest(self) -> float | None:
+        return self.returns[-1] if self.returns else None
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def save_checkpoint(path: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write atomically (temp file in the same directory, then ``os.replace``) so a crash mid-write
+    leaves the previous checkpoint intact."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload["__meta__"] = np.array(json.dumps(_json_safe(meta)))
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise RLError(f"cannot read checkpoint {path}: {exc}") from exc
+    if "__meta__" not in arrays:
+        raise RLError(f"{path} is not an agent checkpoint (no metadata)")
+    meta = json.loads(str(arrays.pop("__meta__")))
+    return arrays, meta
+
+
+def check_compatible(meta: dict, agent: str, env_id: str, path: str) -> None:
+    if meta.get("agent") != agent or meta.get("env_id") != env_id:
+        raise RLError(f"checkpoint {path} is for {meta.get('agent')} on {meta.get('env_id')}, "
+                      f"not {agent} on {env_id}")
+
+
+def pack_list(prefix: str, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{i}": a for i, a in enumerate(arrays)}
+
+
+def unpack_into(prefix: str, saved: dict[str, np.ndarray], targets: list[np.ndarray], path: str) -> None:
+    for i, dst in enumerate(targets):
+        key = f"{prefix}.{i}"
+        if key not in saved or saved[key].shape != dst.shape:
+            raise RLError(f"checkpoint {path} does not match this configuration ({key})")
+        dst[...] = saved[key]
+
+
+def history_arrays(tracker: EpisodeTracker) -> dict[str, np.ndarray]:
+    return {
+        "episode_returns": np.asarray(tracker.returns, dtype=np.float64),
+        "episode_lengths": np.asarray(tracker.lengths, dtype=np.int64),
+    }
+
+
+# -- loop helpers -------------------------------------------------------------------------------
+class Clock:
+    """Training wall time that leaves out time spent in ``check`` hooks (they evaluate, which is
+    not training)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.excluded = 0.0
+
+    def run_excluded(self, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.excluded += time.perf_counter() - t0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.excluded
+
+
+@dataclass
+class Hooks:
+    """Bundles the caller's callbacks with the bookkeeping of when each is due."""
+
+    total: int
+    progress: ProgressFn | None = None
+    should_stop: StopFn | None = None
+    check: CheckFn | None = None
+    check_every: int = 5_000
+    checkpoint_path: str | None = None
+    checkpoint_every: int = 10_000
+    clock: Clock = field(default_factory=Clock)
+    last_check: int = 0
+    last_ckpt: int = 0
+    passed: bool = False
+
+    def report(self, timesteps: int, tracker: EpisodeTracker) -> None:
+        if self.progress is not None:
+            frac = min(1.0, max(0.0, timesteps / self.total)) if self.total > 0 else 1.0
+            self.progress(Progress(int(timesteps), int(self.total), len(tracker.returns),
+                                   tracker.latest, float(frac)))
+
+    def stop_requested(self) -> bool:
+        return bool(self.should_stop is not None and self.should_stop())
+
+    def checkpoint_due(self, timesteps: int) -> bool:
+        return self.checkpoint_path is not None and timesteps - self.last_ckpt >= self.checkpoint_every
+
+    def run_check(self, timesteps: int, make_policy: Callable[[], Any]) -> bool:
+        if self.check is None or timesteps - self.last_check < self.check_every:
+            return False
+        self.last_check = timesteps
+        self.passed = bool(self.clock.run_excluded(lambda: self.check(timesteps, make_policy())))
+        return self.passed
+
+
+# -- parameters ---------------------------------------------------------------------------------
+def bind_flat(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Copy ``arrays`` into one contiguous vector and return it with same-shaped views into it.
+
+    Callers rebind their parameters to the views so that Adam updates a single array: with a dozen
+    small tensors, per-array numpy overhead costs more than the arithmetic itself.
+    """
+    flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0)
+    views, offset = [], 0
+    for a in arrays:
+        views.append(flat[offset: offset + a.size].reshape(a.shape))
+        offset += a.size
+    return flat, views
+
+
+def bind_mlp(net, views: list[np.ndarray]) -> list[np.ndarray]:
+    """Point ``net``'s weights and biases at the first ``2 * layers`` of ``views``; return the rest."""
+    k = len(net.weights)
+    net.weights = list(views[0:2 * k:2])
+    net.biases = list(views[1:2 * k:2])
+    return views[2 * k:]
+
+
+def flat_grad(grads: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.concatenate([g.ravel() for g in grads])]
+
+
+class RMSprop:
+    """RMSprop as PyTorch (and so Stable-Baselines3's A2C) computes it, without momentum; same
+    ``lr`` / ``step`` / ``m`` / ``v`` / ``t`` surface as :class:`actors.rl.nn.Adam`."""
+
+    def __init__(self, params: list[np.ndarray], lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5,
+                 max_grad_norm: float | None = None) -> None:
+        self.params = params
+        self.lr = lr
+        self.alpha = alpha
+        self.eps = eps
+        self.max_grad_norm = max_grad_norm
+        self.v = [np.zeros_like(p) for p in params]
+        self.m = [np.zeros_like(p) for p in params]  # unused; keeps checkpoints uniform with Adam
+        self.t = 0
+
+    def step(self, grads: list[np.ndarray]) -> float:
+        norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in grads)))
+        scale = 1.0
+        if self.max_grad_norm is not None and norm > self.max_grad_norm:
+            scale = self.max_grad_norm / (norm + 1e-12)
+        self.t += 1
+        for p, g, v in zip(self.params, grads, self.v, strict=True):
+            g = g * scale
+            v *= self.alpha
+            v += (1.0 - self.alpha) * g * g
+            p -= self.lr * g / (np.sqrt(v) + self.eps)
+        return norm

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from api.deps import SessionDep, StorageDep
+from api.errors import ApiError, Unsupported
+from api.responses import accepted
+from api.schemas_benchmark import (
+    MAX_COMPARE,
+    Comparison,
+    EvaluationCreate,
+    EvaluationPublic,
+    ModelPublic,
+    RecentEvaluation,
+)
+from api.services import benchmark, tasks
+from api.services import models as model_service
+
+router = APIRouter(prefix="/benchmark", tags=["benchmark"])
+
+_RUN_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": EvaluationCreate.model_json_schema()},
+        "application/x-www-form-urlencoded": {"schema": EvaluationCreate.model_json_schema()},
+        "multipart/form-data": {"schema": EvaluationCreate.model_json_schema()},
+    },
+}
+
+
+async def run_payload(request: Request) -> Any:
+    """The run request as a mapping, whether it came as JSON or as form fields; query parameters
+    (``?wait=5``) count as fields too, as ARCHITECTURE §3 allows ``wait`` on the submission URL."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        body: Any = benchmark.form_payload(await request.form())
+    elif not raw.strip():
+        body = {}
+    elif content_type == "application/json" or content_type.endswith("+json") or not content_type:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError("the request body is not valid JSON", code="malformed_json") from None
+    else:
+        raise Unsupported(f"send JSON or form fields, not {content_type}", details={"content_type": content_type})
+    if isinstance(body, dict):
+        return {**dict(request.query_params), **body}
+    return body
+
+
+@router.post("/upload_model", status_code=202)
+def upload_model(
+    session: SessionDep,
+    storage: StorageDep,
+    file: Annotated[UploadFile, File(description="the model file: ResimHub .npz, .npz or PyTorch state dict, "
+                                                 "safetensors or ONNX; plain pickle is refused")],
+    env_name: Annotated[str | None, Form(max_length=200, description="Gymnasium id the model is for; "
+                                                                     "checks its input/output sizes")] = None,
+    activation: Annotated[str | None, Form(description="relu or tanh, for state dicts (which do not record "
+                                                       "it); default relu")] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> JSONResponse:
+    """Upload a policy; it is checked by content at once and validated by a worker (poll the task)."""
+    model = model_service.upload(session, storage.artifacts, file.file, max_bytes=storage.settings.max_upload_bytes,
+                                 env_name=env_name, activation=activation, name=name)
+    content, headers = accepted(model.task_id, model_id=model.id, model=model_service.to_public(model))
+    return JSONResponse(content, status_code=202, headers=headers)
+
+
+@router.get("/models/{model_id}")
+def get_model(model_id: str, session: SessionDep) -> ModelPublic:
+    return model_service.to_public(model_service.get(session, model_id))
+
+
+@router.get("/models/{model_id}/file", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def download_model(model_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
+    """The stored file, byte for byte as uploaded (its sha256 is in the model view)."""
+    path, filename = model_service.file_of(session, storage.artifacts, model_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+
+
+@router.post("/run", status_code=202, openapi_extra={"requestBody": _RUN_BODY},
+             responses={200: {"description": "finished within `wait`: the outcome inline"}})
+def run_evaluation(payload: Annotated[Any, Depends(run_payload)], session: SessionDep,
+                   storage: StorageDep) -> JSONResponse:
+    """Evaluate a stored model for N seeded episodes on a worker; ``wait`` answers inline when done."""
+    body = benchmark.parse_run(payload)
+    evaluation = benchmark.submit(session, body)
+    view = tasks.wait_for(storage.db.sessions, evaluation.task_id, body.wait) if body.wait > 0 else None
+    status, content, headers = benchmark.submission_answer(evaluation, view)
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+@router.get("/evaluations/{evaluation_id}")
+def get_evaluation(evaluation_id: str, session: SessionDep) -> EvaluationPublic:
+    return benchmark.to_public(benchmark.get(session, evaluation_id))
+
+
+@router.get("/recent")
+def recent_results(session: SessionDep, limit: int = Query(20, ge=1, le=1000),
+                   env: str | None = Query(None, max_length=200, description="only this Gymnasium id")
+                   ) -> list[RecentEvaluation]:
+    """Completed evaluations, newest first."""
+    return benchmark.recent(session, limit=limit, env_name=env)
+
+
+@router.get("/compare")
+def compare_models(session: SessionDep,
+                   model_ids: str = Query(..., max_length=40 * MAX_COMPARE, description="comma-separated ids"),
+                   env: str | None = Query(None, max_length=200, description="defaults to the models' env")
+                   ) -> Comparison:
+    """Rank models by their latest evaluation on one env (IQM, ties by mean − std) with pairwise
+    probability of improvement and Welch / Mann–Whitney tests."""
+    return benchmark.compare(session, benchmark.parse_model_ids(model_ids), env)
