@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.events import Envelope, Event
@@ -58,10 +57,9 @@ def record(session: Session, event: Event) -> Envelope:
             data=envelope.data,
         )
     )
-    if not session.info.get(_PENDING_KEY):
-        session.info[_PENDING_KEY] = True
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    # PostgreSQL relays in other processes are woken by a trigger on the events table (migration
+    # 0003), which NOTIFYs only when the transaction commits.
+    session.info[_PENDING_KEY] = True
     return envelope
 
 

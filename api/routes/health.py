@@ -10,7 +10,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health() -> dict:
+async def health() -> dict:
     """Liveness: the process answers."""
     return {"status": "ok"}
 

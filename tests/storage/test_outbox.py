@@ -122,3 +122,23 @@ def test_concurrent_relays_do_not_double_publish(storage):
     names = [m.args[0]["data"]["env_name"] for m in broker.messages]
     assert len(names) == 400 and len(set(names)) == 400
     assert sum(1 for r in relays if r.published) >= 2, "the work was not shared"
+
+
+@pytest.mark.parametrize("storage", ["postgresql"], indirect=True)
+def test_a_commit_elsewhere_wakes_a_listening_relay_through_notify(storage):
+    import time
+
+    from actors.relay import _PgListener
+    from storage.outbox import OutboxSignal
+
+    listener = _PgListener(storage)
+    quiet = OutboxSignal()  # another process's relay: the local signal never fires
+    try:
+        listener.wait(0.05, quiet)  # connects and LISTENs
+        threading.Timer(0.3, _register, args=(storage, "woken")).start()
+        start = time.monotonic()
+        listener.wait(5.0, quiet)
+        waited = time.monotonic() - start
+    finally:
+        listener.close()
+    assert 0.25 < waited < 2.0, f"woke after {waited:.2f}s"
