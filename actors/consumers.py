@@ -20,6 +20,7 @@ SPECS: list[ActorSpec] = [
     ActorSpec("evaluate", evaluations.evaluate, queue="evaluation", max_retries=3, time_limit_ms=3600_000),
 ]
 
+# Keys are event types; "*" names consumers of every event.
 ROUTES: dict[str, list[str]] = {
     "resimhub.environment.registered": ["verify_environment"],
     "resimhub.training.requested": ["train"],

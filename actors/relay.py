@@ -63,7 +63,7 @@ class Relay:
             messages = []
             for row in rows:
                 doc = envelope_of(row).to_cloudevent()
-                for actor_name in self.routes.get(row.type, ()):
+                for actor_name in (*self.routes.get(row.type, ()), *self.routes.get("*", ())):
                     actor = self.actors[actor_name]
                     messages.append(actor.message(doc).copy(message_id=message_id(row.event_id, actor_name)))
             self.publisher.publish(messages)
