@@ -149,6 +149,9 @@ def test_run_accepts_form_fields_json_and_fast_mode(hub):
                                                          "wait": (None, "30")})
     assert multipart.status_code == 200 and multipart.json()["result"]["total_episodes"] == 2
 
+    documented = hub.client.get("/openapi.json").json()["paths"]["/benchmark/run"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/x-www-form-urlencoded", "multipart/form-data"} <= set(documented)
+
 
 def test_recent_and_compare_rank_the_better_policy_first(hub, tmp_path):
     fixture_id = upload_validated(hub, FIXTURE)
