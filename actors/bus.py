@@ -16,7 +16,8 @@ from dramatiq.brokers.stub import StubBroker
 
 from storage.settings import Settings
 
-QUEUES = ("environments", "training", "evaluation", "aggregation", "models", "webhooks")
+QUEUES = ("environments", "training", "evaluation", "aggregation", "models", "webhooks", "failures")
+GIVE_UP_ACTOR = "record_give_up"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ def _retry_when(spec: ActorSpec) -> Callable[[int, BaseException], bool]:
     return retry_when
 
 
+def _transient_only(retries: int, exc: BaseException) -> bool:
+    return retries < 10 and transient(exc)
+
+
 def actor_specs() -> list[ActorSpec]:
     from actors import consumers
 
@@ -69,7 +74,13 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 
 def declare_actors(broker: dramatiq.Broker, prefix: str = "") -> dict[str, dramatiq.Actor]:
-    declared: dict[str, dramatiq.Actor] = {}
+    from actors.failures import record_give_up
+
+    declared: dict[str, dramatiq.Actor] = {
+        GIVE_UP_ACTOR: dramatiq.Actor(record_give_up, broker=broker, actor_name=GIVE_UP_ACTOR,
+                                      queue_name=prefix + "failures", priority=0,
+                                      options={"max_retries": 10, "time_limit": 60_000, "retry_when": _transient_only})
+    }
     for spec in actor_specs():
         declared[spec.name] = dramatiq.Actor(
             spec.fn,
@@ -83,6 +94,7 @@ def declare_actors(broker: dramatiq.Broker, prefix: str = "") -> dict[str, drama
                 "min_backoff": spec.min_backoff_ms,
                 "max_backoff": spec.max_backoff_ms,
                 "retry_when": _retry_when(spec),
+                "on_retry_exhausted": GIVE_UP_ACTOR,
             },
         )
     return declared

@@ -108,3 +108,18 @@ def test_training_twice_at_once_is_a_conflict(cartpole):
     assert first.status_code == 202 and second.status_code == 409
     assert second.json()["error"]["code"] == "already_running"
     cartpole.client.post(f"/api/tasks/{first.json()['task_id']}/cancel")
+
+
+def test_an_actor_that_gives_up_fails_the_task_instead_of_leaving_it_running(cartpole, monkeypatch):
+    from actors import training
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug after training")
+
+    monkeypatch.setattr(training, "_record_success", bug)  # escapes the actor: not retryable
+    exp_id = _experiment(cartpole.client, agent="CEM", total_timesteps=5000)
+    task_id = cartpole.client.post(f"/api/experiments/{exp_id}/train").json()["task_id"]
+    task = cartpole.wait_task(task_id, timeout=60)
+    assert task["status"] == "failed" and task["error"]["code"] == "gave_up"
+    assert "train gave up" in task["error"]["message"] and "a bug after training" in task["error"]["message"]
+    assert cartpole.client.get(f"/api/experiments/{exp_id}").json()["status"] == "failed"
