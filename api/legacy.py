@@ -40,8 +40,20 @@ class _Invalid(ApiError):
         super().__init__("the request is not valid", details=details)
 
 
+def _terminated_input(wsgi_app):
+    """a2wsgi's input stream ends where the ASGI body ends; telling werkzeug so lets it read
+    chunked bodies that carry no Content-Length instead of treating them as empty."""
+
+    def app(environ, start_response):
+        environ.setdefault("wsgi.input_terminated", True)
+        return wsgi_app(environ, start_response)
+
+    return app
+
+
 def create_legacy_app(storage: Storage) -> Flask:
     app = Flask("resimhub.legacy")
+    app.wsgi_app = _terminated_input(app.wsgi_app)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = storage.db
 

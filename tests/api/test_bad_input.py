@@ -83,3 +83,21 @@ def test_chunked_oversize_body_is_refused(client):
 
     r = client.post("/api/environments", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_chunked_json_reaches_the_flask_layer(client):
+    def chunks():
+        yield b'{"env_name": '
+        yield b'"Acrobot-v1"}'
+
+    r = client.post("/api/v1/environments", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 202, r.text
+
+
+def test_chunked_oversize_body_is_refused_by_flask_too(client):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 65536
+
+    r = client.post("/api/v1/environments", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
