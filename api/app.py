@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,6 +18,7 @@ from storage.context import Storage
 
 log = logging.getLogger(__name__)
 
+THREADPOOL_SIZE = 16
 UPLOAD_PREFIXES = ("/benchmark/upload_model", "/api/v1/benchmark/upload_model")
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -27,7 +30,15 @@ def create_app(storage: Storage) -> FastAPI:
     from api.legacy import create_legacy_app
     from api.routes import benchmark, environments, events, experiments, health, tasks, training
 
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        # Sync routes run in AnyIO's thread pool (40 threads by default). More threads than pooled
+        # database connections only queue on the pool while fighting over the GIL, so match them.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ReSimHub",
         version="0.1.0",
         description="Register Gymnasium environments, train and evaluate RL agents on distributed workers, "

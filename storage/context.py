@@ -29,7 +29,7 @@ class Storage:
         self.db.dispose()
 
 
-def open_storage(settings: Settings, *, pool_size: int = 10) -> Storage:
+def open_storage(settings: Settings, *, pool_size: int = 20) -> Storage:
     """Engine, session hooks and the optional Redis channel; connects lazily, on first use."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings, pool_size=pool_size)

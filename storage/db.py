@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.settings import Settings
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 20) -> Engine:
     if database_url.startswith("sqlite"):
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -49,13 +49,15 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(database_url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout. A connection found dead raises a disconnect
+    # error, which makes SQLAlchemy invalidate the whole pool, so the next checkout reconnects.
+    return create_engine(database_url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
 
 
 class Database:
     """An engine plus a session factory; sessions never autocommit."""
 
-    def __init__(self, settings: Settings, *, pool_size: int = 10) -> None:
+    def __init__(self, settings: Settings, *, pool_size: int = 20) -> None:
         self.settings = settings
         self.engine = make_engine(settings.database_url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -232,6 +232,44 @@ class SnapshotWritten(_ExperimentEvent):
     rows: int
 
 
+# -- webhooks ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _WebhookEvent(Event):
+    subject_collection: ClassVar[str] = "webhooks"
+    subject_key: ClassVar[str] = "webhook_id"
+
+
+@dataclass(frozen=True)
+class WebhookPinged(_WebhookEvent):
+    """``POST /api/webhooks/{id}/test``: delivered to that subscription only, whatever it subscribes to."""
+
+    webhook_id: int
+
+
+@dataclass(frozen=True)
+class WebhookRedeliveryRequested(_WebhookEvent):
+    """A command carried by the outbox so the API never enqueues; delivered to no subscriber."""
+
+    webhook_id: int
+    delivery_id: int
+
+
+@dataclass(frozen=True)
+class WebhookPaused(_WebhookEvent):
+    webhook_id: int
+    url: str
+    reason: str
+    consecutive_failures: int
+
+
+@dataclass(frozen=True)
+class WebhookDisabled(_WebhookEvent):
+    webhook_id: int
+    url: str
+    reason: str
+    status_code: int | None = None
+
+
 def _catalogue() -> dict[str, type[Event]]:
     found: dict[str, type[Event]] = {}
     pending = list(Event.__subclasses__())

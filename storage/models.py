@@ -181,3 +181,72 @@ class Evaluation(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# -- webhooks (docs/webhooks.md) -----------------------------------------------------------------
+class WebhookSubscription(Base):
+    """A receiver's URL and what it wants. The secrets are kept in clear because every delivery
+    signs with them; the API shows a secret only when it is created."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    event_types: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active | paused | disabled
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    pause_after_failures: Mapped[int] = mapped_column(Integer, default=5)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription; unique on that pair so a repeated fan-out adds nothing.
+
+    ``attempts`` doubles as the token a delivery message carries: a message whose token no longer
+    matches (a duplicate, or one the sweep re-sent) finds nothing to do.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ux_webhook_deliveries_event_subscription", "event_id", "subscription_id", unique=True),
+        Index("ix_webhook_deliveries_subscription", "subscription_id", "id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(100))
+    message_id: Mapped[str] = mapped_column(String(40), unique=True)
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)  # a ping or a redelivery a user asked for
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sending|delivered|failed|cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)  # of the schedule, since creation or redelivery
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class WebhookAttempt(Base):
+    """One HTTP request of a delivery, as the delivery log shows it."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ux_webhook_attempts_delivery_number", "delivery_id", "number", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(BigId, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    latency_ms: Mapped[float] = mapped_column()
+    response_body: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)

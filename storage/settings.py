@@ -18,6 +18,12 @@ class SettingsError(ValueError):
     """A malformed setting; the message is one line naming the variable."""
 
 
+#: Roughly exponential, about 23.7 hours from the first attempt to the eleventh and last.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800)
+MAX_WEBHOOK_RETRIES = 50
+MAX_WEBHOOK_RETRY_DELAY_S = 7 * 86_400
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".resimhub")
@@ -34,6 +40,10 @@ class Settings:
     relay_batch_size: int = 500
     worker_threads: int = 2
     log_level: str = "INFO"
+    #: Seconds to wait before each webhook retry; one entry per retry (see docs/webhooks.md).
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    #: Let webhooks reach loopback, private and link-local addresses (tests, local development).
+    webhook_allow_private: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -92,6 +102,33 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} must be comma-separated seconds, e.g. 5,30,120") from None
+    if len(delays) > MAX_WEBHOOK_RETRIES:
+        raise SettingsError(f"{name}={raw!r} has {len(delays)} retries; at most {MAX_WEBHOOK_RETRIES} are allowed")
+    if any(not 0 <= d <= MAX_WEBHOOK_RETRY_DELAY_S for d in delays):
+        raise SettingsError(f"{name}={raw!r}: every delay must be between 0 and {MAX_WEBHOOK_RETRY_DELAY_S} seconds")
+    return delays
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``env`` (default: ``os.environ``); raises :class:`SettingsError`."""
     env = os.environ if env is None else env
@@ -122,4 +159,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         relay_batch_size=_int(env, "RESIMHUB_RELAY_BATCH_SIZE", 500, minimum=1),
         worker_threads=_int(env, "RESIMHUB_WORKER_THREADS", 2, minimum=1),
         log_level=log_level,
+        webhook_retry_schedule=_schedule(env, "RESIMHUB_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
+        webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
     )

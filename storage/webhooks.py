@@ -1,0 +1,175 @@
+"""The rules of webhooks that the gateway and the delivery workers must agree on.
+
+The gateway checks a subscription when it is created or changed and the workers check it again on
+every attempt (DNS may have changed in between), so the URL policy, the event-type patterns and the
+secret format live here, below both of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import secrets
+import socket
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
+
+from storage.events import CATALOGUE
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+
+#: Delivered only to the subscription they name (a ping) or to nobody (a command through the outbox).
+TARGETED_TYPES = frozenset({"resimhub.webhook.pinged"})
+INTERNAL_TYPES = frozenset({"resimhub.webhook.redelivery.requested"})
+
+#: Cloud metadata services answer on these; they stay refused even when private addresses are allowed,
+#: because a delivery log that shows response bodies would hand out the instance's credentials.
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
+                                ipaddress.ip_address("100.100.100.200")})
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class UnsafeUrl(ValueError):
+    """A URL a webhook may not be sent to; ``reason`` says why in words a user can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownEventType(ValueError):
+    def __init__(self, pattern: str) -> None:
+        super().__init__(f"no deliverable event type matches {pattern!r}")
+        self.pattern = pattern
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+# -- event types ----------------------------------------------------------------------------------
+def deliverable_types() -> list[str]:
+    return sorted(t for t in CATALOGUE if t not in TARGETED_TYPES | INTERNAL_TYPES)
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    """Each pattern is a type or uses ``*`` for any run of characters (``resimhub.evaluation.*``);
+    one that matches no type is surely a typo, so it is refused rather than silently never firing."""
+    known = deliverable_types()
+    cleaned: list[str] = []
+    for pattern in patterns:
+        pattern = pattern.strip()
+        if not pattern or any(c in pattern for c in "?[]") or not any(fnmatchcase(t, pattern) for t in known):
+            raise UnknownEventType(pattern)
+        if pattern not in cleaned:
+            cleaned.append(pattern)
+    return cleaned
+
+
+def matches(patterns: list[str], event_type: str) -> bool:
+    if event_type in TARGETED_TYPES or event_type in INTERNAL_TYPES:
+        return False
+    return any(fnmatchcase(event_type, p) for p in patterns)
+
+
+# -- URLs and addresses ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where a delivery connects: the host named in the URL and the addresses it was checked at."""
+
+    scheme: str
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+
+def parse_url(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of an acceptable webhook URL; raises :class:`UnsafeUrl`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeUrl(f"the URL is malformed: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeUrl(f"only http and https URLs are allowed, not {scheme or 'a URL without a scheme'}")
+    if not parts.hostname:
+        raise UnsafeUrl("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("credentials in the URL are not supported; the signature authenticates the hub")
+    if parts.fragment:
+        raise UnsafeUrl("the URL may not have a #fragment")
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order (tests replace this function)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        if sockaddr[0] not in seen:
+            seen.append(sockaddr[0])
+    return seen
+
+
+def address_problem(address: str, *, allow_private: bool) -> str | None:
+    """What kind of address refuses ``address`` ("a loopback address"), or ``None`` if it is allowed."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    embedded = ip
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            embedded = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            embedded = ip.sixtofour
+        elif ip.teredo is not None:
+            embedded = ip.teredo[1]
+        elif ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in METADATA_ADDRESSES or embedded in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if allow_private:
+        return None
+    for candidate in {ip, embedded}:
+        if candidate.is_loopback:
+            return "a loopback address"
+        if candidate.is_link_local:
+            return "a link-local address"
+        if candidate.is_multicast:
+            return "a multicast address"
+        if candidate.is_unspecified:
+            return "the unspecified address"
+        if candidate.is_private:
+            return "a private address"
+        if not candidate.is_global:
+            return "a reserved or otherwise non-public address"
+    return None
+
+
+def check_url(url: str, *, allow_private: bool, resolve_host: bool = True) -> Target:
+    """Parse ``url`` and resolve its host, refusing it if any address it resolves to is not public.
+
+    One bad address refuses the URL, so a record set that mixes a public and a private address cannot
+    be used to reach the private one. With ``resolve_host`` false (the gateway when private addresses
+    are allowed) only the URL's form is checked.
+    """
+    scheme, host, port = parse_url(url)
+    if not resolve_host:
+        return Target(scheme, host, port, ())
+    try:
+        addresses = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise UnsafeUrl(f"{host} does not resolve: {exc}") from None
+    if not addresses:
+        raise UnsafeUrl(f"{host} does not resolve to any address")
+    for address in addresses:
+        problem = address_problem(address, allow_private=allow_private)
+        if problem is not None:
+            where = address if host == address.lower() else f"{host} resolves to {address}, which"
+            raise UnsafeUrl(f"{where} is {problem}; webhooks may only reach public addresses")
+    return Target(scheme, host, port, tuple(addresses))
