@@ -11,8 +11,9 @@ from storage.events import Envelope
 
 
 def already_handled(envelope: Envelope, consumer: str) -> bool:
-    with current().storage.db.session() as session:
-        return ledger.seen(session, envelope.id, consumer)
+    # A Core query on a plain connection: this runs for every message, so skip the ORM session.
+    with current().storage.db.engine.connect() as conn:
+        return ledger.seen_on(conn, envelope.id, consumer)
 
 
 def consumer(name: str) -> Callable[[Callable[[Envelope], Any]], Callable[[dict], None]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from storage.models import ProcessedEvent
@@ -9,6 +10,12 @@ from storage.models import ProcessedEvent
 
 def seen(session: Session, event_id: str, consumer: str) -> bool:
     return session.get(ProcessedEvent, (event_id, consumer)) is not None
+
+
+def seen_on(conn: Connection, event_id: str, consumer: str) -> bool:
+    query = select(ProcessedEvent.event_id).where(ProcessedEvent.event_id == event_id,
+                                                  ProcessedEvent.consumer == consumer)
+    return conn.execute(query).first() is not None
 
 
 def mark(session: Session, event_id: str, consumer: str) -> None:

@@ -250,3 +250,26 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[float] = mapped_column()
     response_body: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+# -- API keys and the indexes scrape-time metrics rely on (docs/operations.md) ---------------------
+class ApiKey(Base):
+    """A key for the HTTP API. Only the sha256 of the secret is kept: the keys are long random
+    strings, so a plain hash is enough to make a leaked table useless, and the secret is shown once,
+    when the key is created."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(10))  # read | write | admin
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the secret's first characters, to recognise it in a list
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# /metrics counts the tasks in flight on every scrape; without this, that is a scan of every task
+# ever submitted.
+Index("ix_tasks_status_kind", Task.status, Task.kind)

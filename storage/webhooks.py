@@ -32,11 +32,13 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class UnsafeUrl(ValueError):
-    """A URL a webhook may not be sent to; ``reason`` says why in words a user can act on."""
+    """A URL a webhook may not be sent to; ``reason`` says why in words a user can act on, ``code``
+    tells a malformed URL (``invalid_url``) from one whose address is refused (``unsafe_url``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "unsafe_url") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 class UnknownEventType(ValueError):
@@ -95,16 +97,18 @@ def parse_url(url: str) -> tuple[str, str, int]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UnsafeUrl(f"the URL is malformed: {exc}") from None
+        raise UnsafeUrl(f"the URL is malformed: {exc}", "invalid_url") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise UnsafeUrl(f"only http and https URLs are allowed, not {scheme or 'a URL without a scheme'}")
+        raise UnsafeUrl(f"only http and https URLs are allowed, not {scheme or 'a URL without a scheme'}",
+                        "invalid_url")
     if not parts.hostname:
-        raise UnsafeUrl("the URL has no host")
+        raise UnsafeUrl("the URL has no host", "invalid_url")
     if parts.username is not None or parts.password is not None:
-        raise UnsafeUrl("credentials in the URL are not supported; the signature authenticates the hub")
+        raise UnsafeUrl("credentials in the URL are not supported; the signature authenticates the hub",
+                        "invalid_url")
     if parts.fragment:
-        raise UnsafeUrl("the URL may not have a #fragment")
+        raise UnsafeUrl("the URL may not have a #fragment", "invalid_url")
     return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
@@ -135,7 +139,7 @@ def address_problem(address: str, *, allow_private: bool) -> str | None:
         return "a cloud metadata address"
     if allow_private:
         return None
-    for candidate in {ip, embedded}:
+    for candidate in (embedded, ip):
         if candidate.is_loopback:
             return "a loopback address"
         if candidate.is_link_local:
@@ -156,20 +160,24 @@ def check_url(url: str, *, allow_private: bool, resolve_host: bool = True) -> Ta
 
     One bad address refuses the URL, so a record set that mixes a public and a private address cannot
     be used to reach the private one. With ``resolve_host`` false (the gateway when private addresses
-    are allowed) only the URL's form is checked.
+    are allowed) a host name is not looked up, so a receiver that is not running yet can subscribe.
     """
     scheme, host, port = parse_url(url)
-    if not resolve_host:
-        return Target(scheme, host, port, ())
     try:
-        addresses = resolve(host, port)
-    except (OSError, UnicodeError) as exc:
-        raise UnsafeUrl(f"{host} does not resolve: {exc}") from None
+        addresses = [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        if not resolve_host:
+            return Target(scheme, host, port, ())
+        try:
+            addresses = resolve(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise UnsafeUrl(f"{host} does not resolve: {exc}") from None
     if not addresses:
         raise UnsafeUrl(f"{host} does not resolve to any address")
     for address in addresses:
         problem = address_problem(address, allow_private=allow_private)
         if problem is not None:
             where = address if host == address.lower() else f"{host} resolves to {address}, which"
-            raise UnsafeUrl(f"{where} is {problem}; webhooks may only reach public addresses")
+            rule = "webhooks may never reach it" if allow_private else "webhooks may only reach public addresses"
+            raise UnsafeUrl(f"{where} is {problem}; {rule}")
     return Target(scheme, host, port, tuple(addresses))

@@ -73,6 +73,18 @@ def wait_processed(storage, n: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _report_relay_done(storage, t0: float, n: int) -> None:
+    while True:
+        with storage.db.session() as session:
+            left = session.scalar(select(func.count()).select_from(EventRecord)
+                                  .where(EventRecord.published_at.is_(None)))
+        if left == 0:
+            took = time.perf_counter() - t0
+            print(f"  relay alone: {n} events published in {took:.2f}s = {n / took:,.0f} events/s")
+            return
+        time.sleep(0.02)
+
+
 def raw_baseline(settings, n: int) -> float:
     """Dramatiq alone: enqueue n messages to a do-nothing actor and time their consumption."""
     import dramatiq
@@ -145,6 +157,8 @@ def main() -> None:
             insert_events(storage, args.events, per_tx=100)
             relay = subprocess.Popen([sys.executable, __file__, "--relay-only"], env=env, stdin=subprocess.PIPE)
             t0 = time.perf_counter()
+            relayed = threading.Thread(target=_report_relay_done, args=(storage, t0, args.events), daemon=True)
+            relayed.start()
             wait_processed(storage, args.events, timeout=600)
             elapsed = time.perf_counter() - t0
             rate = args.events / elapsed

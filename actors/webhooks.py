@@ -1,0 +1,309 @@
+"""Webhook fan-out and delivery: every event becomes one delivery per matching subscription, each
+attempted on the ``webhooks`` queue until it succeeds or the retry schedule runs out.
+
+The database row is the truth about a delivery; Dramatiq messages only say "look at delivery N now".
+A message carries the delivery's attempt count as a token, so a duplicate or a stale message finds the
+token changed and does nothing, and at most one attempt of a delivery is in flight at a time. Short
+waits between attempts are Dramatiq delayed messages; waits longer than :data:`MAX_MESSAGE_DELAY_S`,
+and any message lost between a commit and its enqueue, are picked up by :func:`sweep`, which the relay
+runs periodically (see ``PERIODIC`` in :mod:`actors.consumers`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from actors import signing, webhook_delivery
+from actors.handling import consumer
+from actors.runtime import current
+from storage import ledger, outbox
+from storage.context import Storage
+from storage.events import Envelope, WebhookDisabled, WebhookPaused
+from storage.models import EventRecord, WebhookAttempt, WebhookDelivery, WebhookSubscription, utcnow
+from storage.webhooks import INTERNAL_TYPES, TARGETED_TYPES, matches
+
+log = logging.getLogger(__name__)
+
+FAN_OUT = "fan_out_webhooks"
+DELIVER = "deliver_webhook"
+
+#: Longer waits are left to the sweep: a worker holds delayed messages in memory, and hours-long ones
+#: would fill its delay-queue prefetch and hold back the short retries queued behind them.
+MAX_MESSAGE_DELAY_S = 900.0
+#: How overdue a pending delivery must be before the sweep re-sends it; bounds the lateness of retries
+#: longer than MAX_MESSAGE_DELAY_S and of deliveries whose message was lost.
+SWEEP_GRACE_S = 60.0
+SWEEP_EVERY_S = 15.0
+SWEEP_BATCH = 500
+#: Longer than the longest attempt (connect and read timeouts, the read deadline, three addresses).
+LEASE_S = 180.0
+#: A message may arrive this much before the row says the attempt is due (clock skew between hosts).
+EARLY_TOLERANCE_S = 1.0
+RETRY_AFTER_CAP_S = 86_400.0
+JITTER = 0.1
+
+
+def new_message_id() -> str:
+    return "msg_" + uuid.uuid4().hex
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored here is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def send_delivery(delivery_id: int, token: int, delay_s: float = 0.0) -> None:
+    actor = current().actors[DELIVER]
+    delay_ms = int(delay_s * 1000)
+    actor.send_with_options(args=(delivery_id, token), delay=delay_ms if delay_ms > 0 else None)
+
+
+def _send_all(pending: list[tuple[int, int]]) -> None:
+    for delivery_id, token in pending:
+        try:
+            send_delivery(delivery_id, token)
+        except Exception as exc:  # noqa: BLE001 - the row is committed; the sweep re-sends it
+            log.warning("could not enqueue webhook delivery %s (the sweep will): %s", delivery_id, exc)
+
+
+# -- fan-out --------------------------------------------------------------------------------------
+@consumer(FAN_OUT)
+def fan_out_webhooks(envelope: Envelope) -> None:
+    """Record a pending delivery per active subscription whose patterns match, then enqueue them.
+
+    A ping's delivery and a redelivery were recorded by the gateway with the event; here they are
+    only enqueued, because the gateway never talks to the bus.
+    """
+    db = current().storage.db
+    if envelope.type in INTERNAL_TYPES:
+        with db.session() as session:
+            delivery = session.get(WebhookDelivery, envelope.data.get("delivery_id"))
+            pending = [(delivery.id, delivery.attempts)] if delivery and delivery.status == "pending" else []
+        _send_all(pending)
+        return
+    if envelope.type in TARGETED_TYPES:
+        with db.session() as session:
+            rows = session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+                WebhookDelivery.event_id == envelope.id, WebhookDelivery.status == "pending"))
+            pending = [(row.id, row.attempts) for row in rows]
+        _send_all(pending)
+        return
+
+    with db.session() as session:
+        active = session.scalars(select(WebhookSubscription).where(WebhookSubscription.status == "active")).all()
+        wanted = [s.id for s in active if matches(list(s.event_types), envelope.type)]
+        if not wanted:
+            # Nothing to record, so nothing to make idempotent: most events end here with two reads.
+            return
+        existing = set(session.scalars(select(WebhookDelivery.subscription_id).where(
+            WebhookDelivery.event_id == envelope.id)))
+        now = utcnow()
+        created = [WebhookDelivery(subscription_id=sid, event_id=envelope.id, event_type=envelope.type,
+                                   message_id=new_message_id(), next_attempt_at=now)
+                   for sid in wanted if sid not in existing]
+        session.add_all(created)
+        ledger.mark(session, envelope.id, FAN_OUT)
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent duplicate of this message got there first and enqueued the deliveries.
+            session.rollback()
+            return
+        pending = [(d.id, d.attempts) for d in created]
+    _send_all(pending)
+
+
+# -- delivery -------------------------------------------------------------------------------------
+def _claim(session: Session, delivery_id: int, token: int, now: datetime):
+    """Take the delivery for one attempt, or say why not (``None`` → nothing to do)."""
+    delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    if delivery is None or delivery.attempts != token:
+        return None
+    if delivery.status == "sending":
+        if aware(delivery.lease_until) and aware(delivery.lease_until) > now:
+            return None
+    elif delivery.status != "pending":
+        return None
+    due = aware(delivery.next_attempt_at)
+    if due is not None and due > now + timedelta(seconds=EARLY_TOLERANCE_S):
+        return ("early", (due - now).total_seconds())
+    subscription = session.get(WebhookSubscription, delivery.subscription_id)
+    if subscription is None:
+        return None
+    if subscription.status != "active" and not delivery.manual:
+        delivery.status, delivery.finished_at = "cancelled", now
+        delivery.last_error = f"not attempted: the subscription is {subscription.status}"
+        delivery.next_attempt_at = None
+        return ("cancelled", None)
+    event = session.scalars(select(EventRecord).where(EventRecord.event_id == delivery.event_id)).first()
+    if event is None:
+        delivery.status, delivery.finished_at, delivery.next_attempt_at = "failed", now, None
+        delivery.last_error = "the event no longer exists"
+        return ("cancelled", None)
+    secrets = [subscription.secret]
+    expires = aware(subscription.previous_secret_expires_at)
+    if subscription.previous_secret and expires is not None and expires > now:
+        secrets.append(subscription.previous_secret)
+    delivery.status, delivery.lease_until = "sending", now + timedelta(seconds=LEASE_S)
+    delivery.attempts += 1
+    body = json.dumps(envelope_doc(event), separators=(",", ":"), ensure_ascii=False).encode()
+    return ("attempt", {"number": delivery.attempts, "url": subscription.url, "secrets": secrets, "body": body,
+                        "message_id": delivery.message_id})
+
+
+def envelope_doc(event: EventRecord) -> dict:
+    return outbox.envelope_of(event).to_cloudevent()
+
+
+def deliver_webhook(delivery_id: int, token: int) -> None:
+    """Make one attempt of a delivery and record it; schedule the next attempt or finish."""
+    runtime = current()
+    settings = runtime.settings
+    db = runtime.storage.db
+    with db.session() as session:
+        claim = _claim(session, delivery_id, token, utcnow())
+        if claim is None:
+            session.rollback()
+            return
+        kind, detail = claim
+        if kind == "early":
+            session.rollback()
+            if detail <= MAX_MESSAGE_DELAY_S:
+                send_delivery(delivery_id, token, detail)
+            return
+        session.commit()
+        if kind == "cancelled":
+            return
+    attempt = detail
+    started_at = utcnow()
+    timestamp = int(started_at.timestamp())
+    headers = signing.headers(attempt["secrets"], attempt["message_id"], timestamp, attempt["body"])
+    outcome = webhook_delivery.post(attempt["url"], attempt["body"], headers,
+                                    allow_private=settings.webhook_allow_private)
+    retry_in = record_outcome(delivery_id, attempt["number"], started_at, outcome,
+                              settings.webhook_retry_schedule)
+    if retry_in is not None and retry_in <= MAX_MESSAGE_DELAY_S:
+        _send_later(delivery_id, attempt["number"], retry_in)
+
+
+def _send_later(delivery_id: int, token: int, delay_s: float) -> None:
+    try:
+        send_delivery(delivery_id, token, delay_s)
+    except Exception as exc:  # noqa: BLE001 - the retry is in the row; the sweep re-sends it
+        log.warning("could not schedule webhook delivery %s (the sweep will): %s", delivery_id, exc)
+
+
+def next_delay(schedule: tuple[float, ...], retries: int, retry_after_s: float | None) -> float | None:
+    """Seconds until the next attempt, or ``None`` when the schedule is used up."""
+    if retries >= len(schedule):
+        return None
+    delay = schedule[retries] * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - jitter, not secrecy
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, RETRY_AFTER_CAP_S))
+    return delay
+
+
+def record_outcome(delivery_id: int, number: int, started_at: datetime, outcome: webhook_delivery.Outcome,
+                   schedule: tuple[float, ...]) -> float | None:
+    """Log the attempt and move the delivery on; returns the delay before the next attempt, if any."""
+    db = current().storage.db
+    with db.session() as session:
+        delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if delivery is None or delivery.attempts != number or delivery.status != "sending":
+            # Deleted meanwhile, or the sweep judged this attempt lost and handed the delivery on.
+            session.rollback()
+            return None
+        subscription = session.get(WebhookSubscription, delivery.subscription_id, with_for_update=True)
+        session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=started_at,
+                                   status_code=outcome.status_code, latency_ms=outcome.latency_ms,
+                                   response_body=outcome.body, error=outcome.error))
+        now = utcnow()
+        delivery.last_status_code, delivery.last_error = outcome.status_code, outcome.error
+        delivery.lease_until = None
+        retry_in = None
+        if outcome.ok:
+            delivery.status, delivery.finished_at, delivery.next_attempt_at = "delivered", now, None
+            subscription.consecutive_failures = 0
+        elif outcome.status_code == 410:
+            delivery.status, delivery.finished_at, delivery.next_attempt_at = "failed", now, None
+            if subscription.status != "disabled":
+                subscription.status = "disabled"
+                subscription.status_reason = "the receiver answered 410 Gone"
+                outbox.record(session, WebhookDisabled(webhook_id=subscription.id, url=subscription.url,
+                                                       reason=subscription.status_reason, status_code=410))
+        else:
+            if subscription.status == "active":
+                retry_in = next_delay(schedule, delivery.retries, outcome.retry_after_s)
+            if retry_in is not None:
+                delivery.status, delivery.retries = "pending", delivery.retries + 1
+                delivery.next_attempt_at = now + timedelta(seconds=retry_in)
+            else:
+                delivery.status, delivery.finished_at, delivery.next_attempt_at = "failed", now, None
+                if not delivery.manual and subscription.status == "active":
+                    _count_failure(session, subscription)
+        session.commit()
+        return retry_in
+
+
+def _count_failure(session: Session, subscription: WebhookSubscription) -> None:
+    subscription.consecutive_failures += 1
+    if subscription.consecutive_failures >= subscription.pause_after_failures:
+        subscription.status = "paused"
+        subscription.status_reason = (f"paused after {subscription.consecutive_failures} consecutive failed "
+                                      "deliveries")
+        outbox.record(session, WebhookPaused(webhook_id=subscription.id, url=subscription.url,
+                                             reason=subscription.status_reason,
+                                             consecutive_failures=subscription.consecutive_failures))
+
+
+# -- the backstop ---------------------------------------------------------------------------------
+def sweep(storage: Storage, actors: dict, *, grace_s: float = SWEEP_GRACE_S, now: datetime | None = None) -> int:
+    """Re-send deliveries that are overdue by more than ``grace_s`` and attempts whose worker vanished.
+
+    Run by every relay; re-sending is harmless because of the token, and a re-sent row is moved to
+    "due now" so it is not re-sent again before another ``grace_s`` has passed.
+    """
+    actor = actors.get(DELIVER)
+    if actor is None:
+        return 0
+    now = now or utcnow()
+    overdue = now - timedelta(seconds=grace_s)
+    with storage.db.session() as session:
+        query = (select(WebhookDelivery)
+                 .where(or_(and_(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= overdue),
+                            and_(WebhookDelivery.status == "sending", WebhookDelivery.lease_until < now)))
+                 .order_by(WebhookDelivery.next_attempt_at)
+                 .limit(SWEEP_BATCH))
+        if storage.db.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = session.scalars(query).all()
+        if not rows:
+            session.rollback()
+            return 0
+        for row in rows:
+            if row.status == "sending":
+                session.add(WebhookAttempt(delivery_id=row.id, number=row.attempts, started_at=now, latency_ms=0.0,
+                                           error="interrupted: the worker stopped before recording a result"))
+                row.status, row.lease_until = "pending", None
+                row.last_status_code, row.last_error = None, "interrupted"
+            row.next_attempt_at = now
+        pending = [(row.id, row.attempts) for row in rows]
+        session.commit()
+    for delivery_id, token in pending:
+        try:
+            actor.send(delivery_id, token)
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("sweep could not enqueue webhook delivery %s: %s", delivery_id, exc)
+            break
+    log.info("webhook sweep re-sent %d deliveries", len(pending))
+    return len(pending)
