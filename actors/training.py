@@ -238,7 +238,12 @@ def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_
                                 episodes=experiment.eval_episodes, seed=experiment.eval_seed, mode="exact",
                                 task_id=event.task_id, experiment_id=experiment.id, run_id=run.id)
         session.add(evaluation)
-        experiment.status = "evaluating" if experiment.status == "training" else experiment.status
+        session.flush()
+        task = session.get(Task, event.task_id)
+        if task.status not in tasks.TERMINAL:
+            # The throttled reporter may have last written well before the end; record the final counts.
+            tasks.set_progress(session, task, {**_aggregate_progress(session, task),
+                                               "latest_return": returns[-1] if returns else None})
         outbox.record(session, TrainingCompleted(
             experiment_id=experiment.id, task_id=event.task_id, run_id=run.id, model_id=model_id,
             timesteps=run.timesteps, episodes=run.episodes, wall_time_s=run.wall_time_s))

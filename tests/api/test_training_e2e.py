@@ -30,7 +30,7 @@ def test_cem_experiment_is_trained_evaluated_and_aggregated(cartpole):
     task_id = r.json()["task_id"]
     task = hub.wait_task(task_id, timeout=300)
     assert task["status"] == "succeeded", task
-    assert task["progress"]["fraction"] == 1.0 and task["progress"]["timesteps"] > 0
+    assert task["progress"]["fraction"] == 1.0
 
     exp = hub.client.get(f"/api/experiments/{exp_id}").json()
     results = exp["results"]
@@ -39,6 +39,8 @@ def test_cem_experiment_is_trained_evaluated_and_aggregated(cartpole):
     assert results["solved"] is True and results["learning_curve"]
     assert results["best_return"] >= results["learning_curve"][0]["mean_return"]
     model_id = results["runs"][0]["model_id"]
+    assert task["progress"]["timesteps"] == results["timesteps"] >= 300_000
+    assert task["progress"]["episodes"] == results["training_episodes"]
 
     types = [e["type"] for e in hub.client.get("/api/events", params={"subject": f"experiments/{exp_id}",
                                                                        "limit": 1000}).json()["events"]]
