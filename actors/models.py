@@ -13,29 +13,13 @@ import logging
 from actors.handling import consumer
 from actors.runtime import current
 from storage import ledger, outbox, tasks
-from storage.events import Envelope, ModelRejected, ModelUploaded, ModelValidated, rfc3339
+from storage.events import Envelope, ModelRejected, ModelUploaded, ModelValidated
 from storage.models import Model
+from storage.views import model_view
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "validate_model"
-
-
-def model_view(model: Model) -> dict:
-    """The task result: what a client polling the upload needs to know about the model."""
-    return {
-        "model_id": model.id,
-        "status": model.status,
-        "format": model.format,
-        "sha256": model.sha256,
-        "size_bytes": int(model.size_bytes),
-        "env_name": model.env_name,
-        "activation": model.activation,
-        "shapes": model.shapes,
-        "manifest": model.manifest,
-        "reason": model.reason,
-        "created_at": rfc3339(model.created_at),
-    }
 
 
 @consumer(CONSUMER)

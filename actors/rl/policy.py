@@ -326,17 +326,9 @@ def build_manifest(policy: Policy, manifest: Mapping | None = None) -> dict:
     return m
 
 
-def save_policy(policy: Policy, path: str | os.PathLike, manifest: Mapping | None = None) -> None:
-    """Write ``policy`` and its manifest as ONE ``.npz`` file, atomically.
-
-    The file appears under ``path`` complete or not at all (temp file in the same directory, then
-    ``os.replace``), so a reader, or a crash mid-write, never leaves half a model behind.
-    """
-    arrays = policy_arrays(policy)
-    full = build_manifest(policy, manifest)
-    text = json.dumps(full, allow_nan=False, sort_keys=True)
-    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
-    payload[MANIFEST_KEY] = np.array(text)
+def save_npz_atomic(path: str | os.PathLike, payload: Mapping[str, np.ndarray]) -> None:
+    """Write an ``.npz`` so it appears complete or not at all (temp file in the same directory,
+    fsync, ``os.replace``): a reader, or a crash mid-write, never meets half a file."""
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
@@ -353,3 +345,17 @@ def save_policy(policy: Policy, path: str | os.PathLike, manifest: Mapping | Non
         except FileNotFoundError:
             pass
         raise
+
+
+def save_policy(policy: Policy, path: str | os.PathLike, manifest: Mapping | None = None) -> None:
+    """Write ``policy`` and its manifest as ONE ``.npz`` file, atomically.
+
+    The file appears under ``path`` complete or not at all (temp file in the same directory, then
+    ``os.replace``), so a reader, or a crash mid-write, never leaves half a model behind.
+    """
+    arrays = policy_arrays(policy)
+    full = build_manifest(policy, manifest)
+    text = json.dumps(full, allow_nan=False, sort_keys=True)
+    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    payload[MANIFEST_KEY] = np.array(text)
+    save_npz_atomic(path, payload)

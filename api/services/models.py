@@ -22,8 +22,9 @@ from api.schemas_benchmark import ACTIVATIONS
 from api.services.catalog import require_known_env
 from storage import outbox, tasks
 from storage.artifacts import ArtifactStore, ArtifactTooLarge
-from storage.events import ModelUploaded, rfc3339
+from storage.events import ModelUploaded
 from storage.models import Model
+from storage.views import model_view
 
 #: Download names get an extension a user's tools recognise; the stored file is always ``.bin``
 #: because the uploader's file name proves nothing about the content.
@@ -35,26 +36,9 @@ class Gone(ApiError):
 
 
 def to_public(model: Model) -> dict:
-    kept = model.status != "rejected"
-    return {
-        "id": model.id,
-        "name": model.name,
-        "source": model.source,
-        "status": model.status,
-        "format": model.format,
-        "sha256": model.sha256,
-        "size_bytes": int(model.size_bytes),
-        "env_name": model.env_name,
-        "activation": model.activation,
-        "shapes": model.shapes,
-        "manifest": model.manifest,
-        "reason": model.reason,
-        "task_id": model.task_id,
-        "experiment_id": model.experiment_id,
-        "run_id": model.run_id,
-        "created_at": rfc3339(model.created_at),
-        "file_url": f"/benchmark/models/{model.id}/file" if kept else None,
-    }
+    view = {k: v for k, v in model_view(model).items() if k != "model_id"}
+    view["file_url"] = f"/benchmark/models/{model.id}/file" if model.status != "rejected" else None
+    return view
 
 
 def refusal(exc: ModelFileError) -> ApiError:

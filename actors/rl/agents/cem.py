@@ -182,16 +182,9 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             mean = elite.mean(axis=0)
             std = np.sqrt(elite.var(axis=0) + extra * extra)
             generation += 1
-            hooks.report(timesteps, tracker)
-            if hooks.checkpoint_due(timesteps):
-                save()
-            hooks.run_check(timesteps, make_policy)
-        if path is not None and timesteps != hooks.last_ckpt:
-            save()
-        return common.TrainResult(
-            policy=make_policy(), episode_returns=list(tracker.returns), episode_lengths=list(tracker.lengths),
-            timesteps=timesteps, episodes=len(tracker.returns), wall_time_s=hooks.clock.elapsed,
-            config=config, stopped=stopped, resumed_from=resumed_from, check_passed=hooks.passed)
+            hooks.after_update(timesteps, tracker, save, make_policy)
+        return hooks.finish(timesteps=timesteps, tracker=tracker, save=save, make_policy=make_policy,
+                            config=config, stopped=stopped, resumed_from=resumed_from)
     finally:
         env.close()
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,23 +247,12 @@ class EpisodeTracker:
 
 # -- checkpoints --------------------------------------------------------------------------------
 def save_checkpoint(path: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write atomically (temp file in the same directory, then ``os.replace``) so a crash mid-write
-    leaves the previous checkpoint intact."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    """Atomic, so a crash mid-write leaves the previous checkpoint intact."""
+    from actors.rl.policy import save_npz_atomic
+
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload["__meta__"] = np.array(json.dumps(_json_safe(meta)))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_npz_atomic(path, payload)
 
 
 def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -360,6 +347,25 @@ class Hooks:
         self.last_check = timesteps
         self.passed = bool(self.clock.run_excluded(lambda: self.check(timesteps, make_policy())))
         return self.passed
+
+    def after_update(self, timesteps: int, tracker: EpisodeTracker, save: Callable[[], None],
+                     make_policy: Callable[[], Any]) -> None:
+        """What every agent does after an update: report, checkpoint when due, run the check hook."""
+        self.report(timesteps, tracker)
+        if self.checkpoint_due(timesteps):
+            save()
+        self.run_check(timesteps, make_policy)
+
+    def finish(self, *, timesteps: int, tracker: EpisodeTracker, save: Callable[[], None],
+               make_policy: Callable[[], Any], config: dict, stopped: bool,
+               resumed_from: int | None) -> TrainResult:
+        """Write the final checkpoint (unless the last one is current) and build the result."""
+        if self.checkpoint_path is not None and timesteps != self.last_ckpt:
+            save()
+        return TrainResult(
+            policy=make_policy(), episode_returns=list(tracker.returns), episode_lengths=list(tracker.lengths),
+            timesteps=timesteps, episodes=len(tracker.returns), wall_time_s=self.clock.elapsed,
+            config=config, stopped=stopped, resumed_from=resumed_from, check_passed=self.passed)
 
 
 # -- parameters ---------------------------------------------------------------------------------

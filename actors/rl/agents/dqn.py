@@ -256,10 +256,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
                 if timesteps >= next_target:
                     learner.sync_target()
                     next_target += args.target_update_interval
-                hooks.report(timesteps, tracker)
-                if hooks.checkpoint_due(timesteps):
-                    save()
-                hooks.run_check(timesteps, make_policy)
+                hooks.after_update(timesteps, tracker, save, make_policy)
                 if hooks.stop_requested():
                     stopped = True
                     break
@@ -268,11 +265,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
                 if hooks.stop_requested():
                     stopped = True
                     break
-        if path is not None and timesteps != hooks.last_ckpt:
-            save()
-        return common.TrainResult(
-            policy=make_policy(), episode_returns=list(tracker.returns), episode_lengths=list(tracker.lengths),
-            timesteps=timesteps, episodes=len(tracker.returns), wall_time_s=hooks.clock.elapsed,
-            config=config, stopped=stopped, resumed_from=resumed_from, check_passed=hooks.passed)
+        return hooks.finish(timesteps=timesteps, tracker=tracker, save=save, make_policy=make_policy,
+                            config=config, stopped=stopped, resumed_from=resumed_from)
     finally:
         env.close()
