@@ -7,13 +7,13 @@ runs' messages sees "all runs evaluated" and finishes the experiment.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from actors.handling import consumer
 from actors.runtime import current
+from analytics import rows as snapshot_rows
 from analytics import snapshots
 from storage import ledger, outbox, tasks
 from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, SnapshotWritten
@@ -27,9 +27,10 @@ SUMMARY_KEYS = ("mean", "std", "median", "min", "max", "iqm", "ci95", "score", "
 @consumer(CONSUMER)
 def aggregate(envelope: Envelope) -> None:
     event: EvaluationCompleted | EvaluationFailed = envelope.event()  # type: ignore[assignment]
-    if event.experiment_id is None:
-        return  # a benchmark evaluation: its own task already carries the result
     storage = current().storage
+    if event.experiment_id is None:
+        _snapshot_benchmark(envelope, event)
+        return
     with storage.db.session() as session:
         experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         run = session.get(TrainingRun, event.run_id)
@@ -55,6 +56,18 @@ def aggregate(envelope: Envelope) -> None:
                 rows = _write_snapshots(storage.settings.snapshots_dir, experiment, runs, evaluations, task.id)
                 outbox.record(session, SnapshotWritten(experiment_id=experiment.id,
                                                        datasets=sorted(rows), rows=sum(rows.values())))
+        ledger.mark(session, envelope.id, CONSUMER)
+        session.commit()
+
+
+def _snapshot_benchmark(envelope: Envelope, event: EvaluationCompleted | EvaluationFailed) -> None:
+    """A benchmark run's task already carries its result; here it joins the Parquet snapshots."""
+    storage = current().storage
+    with storage.db.session() as session:
+        evaluation = session.get(Evaluation, event.evaluation_id)
+        if evaluation is not None:
+            batches = snapshot_rows.benchmark_batches(session, evaluation)  # empty unless completed
+            snapshots.write_batches(storage.settings.snapshots_dir, batches)
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
 
@@ -116,40 +129,9 @@ def experiment_results(experiment: Experiment, runs: list[TrainingRun], evaluati
 
 def _write_snapshots(snapshots_dir, experiment: Experiment, runs: list[TrainingRun], evaluations: dict,
                      task_id: str) -> dict[str, int]:
-    now = datetime.now(UTC)
-    name = f"experiment-{experiment.id}-{task_id[:8]}"
-    episodes = []
-    eval_rows = []
-    for run in runs:
-        base = {"experiment_id": experiment.id, "run_id": run.id, "task_id": task_id, "model_id": run.model_id,
-                "agent": experiment.agent, "seed": run.seed, "recorded_at": now}
-        for i, (ret, length) in enumerate(zip(run.episode_returns or [], run.episode_lengths or [], strict=False)):
-            episodes.append({**base, "phase": "train", "episode": i, "return": float(ret), "length": int(length)})
-        ev = evaluations[run.id]
-        res = ev.result
-        for i, (ret, length) in enumerate(zip(res["returns"], res["lengths"], strict=True)):
-            episodes.append({**base, "phase": "eval", "episode": i, "return": float(ret), "length": int(length)})
-        low, high = (res.get("ci95") or [None, None])[:2]
-        eval_rows.append({
-            "evaluation_id": ev.id, "model_id": ev.model_id, "experiment_id": experiment.id, "run_id": run.id,
-            "agent": experiment.agent, "episodes": ev.episodes, "seed": ev.seed, "mode": ev.mode,
-            "mean": res.get("mean"), "std": res.get("std"), "median": res.get("median"), "min": res.get("min"),
-            "max": res.get("max"), "iqm": res.get("iqm"), "ci_low": low, "ci_high": high, "score": res.get("score"),
-            "mean_length": res.get("mean_length"), "latency_ms": res.get("latency_ms"),
-            "steps_per_second": res.get("steps_per_second"), "wall_time_s": res.get("wall_time_s"),
-            "evaluated_at": ev.finished_at or now,
-        })
-    results = experiment.results or {}
-    ci = results.get("ci95") or [None, None]
-    exp_row = [{
-        "experiment_id": experiment.id, "name": experiment.name, "agent": experiment.agent,
-        "status": experiment.status, "seeds": [r.seed for r in runs], "total_timesteps": experiment.total_timesteps,
-        "episodes": experiment.episodes, "mean_return": results.get("mean_return"), "iqm": results.get("iqm"),
-        "ci_low": ci[0], "ci_high": ci[1], "best_return": results.get("best_return"),
-        "training_duration_s": results.get("training_duration_s"), "recorded_at": now,
-    }]
-    counts = {}
-    for dataset, rows in (("episodes", episodes), ("evaluations", eval_rows), ("experiments", exp_row)):
-        snapshots.write(snapshots_dir, dataset, rows, env_name=experiment.env_name, name=name, when=now)
-        counts[dataset] = len(rows)
-    return counts
+    """This task's episodes and evaluations and the experiment's state history, built from the
+    session's state by the same mapping ``resimhub analytics snapshot`` uses, so a rebuild from the
+    database later writes exactly these rows."""
+    session = object_session(experiment)
+    return snapshots.write_batches(snapshots_dir,
+                                   snapshot_rows.experiment_batches(session, experiment, task_ids=[task_id]))

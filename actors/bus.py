@@ -67,6 +67,12 @@ def actor_specs() -> list[ActorSpec]:
 def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url:
         broker: dramatiq.Broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+        if settings.worker_metrics:
+            # Only worker processes turn this on (RESIMHUB_WORKER_METRICS): the dramatiq CLI then
+            # forks an exporter on $dramatiq_prom_port (9191) serving every worker process's metrics.
+            from dramatiq.middleware.prometheus import Prometheus
+
+            broker.add_middleware(Prometheus())
     else:
         broker = StubBroker()
     dramatiq.set_broker(broker)

@@ -6,7 +6,10 @@ they work on.
 
 from __future__ import annotations
 
-from actors import aggregation, environments, evaluations, models, training
+from collections.abc import Callable
+from typing import NamedTuple
+
+from actors import aggregation, environments, evaluations, housekeeping, models, training, webhooks
 from actors.bus import ActorSpec
 
 SPECS: list[ActorSpec] = [
@@ -18,6 +21,9 @@ SPECS: list[ActorSpec] = [
     ActorSpec("validate_model", models.validate_model, queue="models", max_retries=3, time_limit_ms=120_000),
     # 10 000 episodes of a 500-step env at the engine's pace take minutes; the limit leaves room for slow envs.
     ActorSpec("evaluate", evaluations.evaluate, queue="evaluation", max_retries=3, time_limit_ms=3600_000),
+    ActorSpec("fan_out_webhooks", webhooks.fan_out_webhooks, queue="webhooks", max_retries=5, time_limit_ms=60_000),
+    # HTTP failures are retried on the webhook schedule by the actor itself, never by Dramatiq.
+    ActorSpec("deliver_webhook", webhooks.deliver_webhook, queue="webhooks", max_retries=5, time_limit_ms=120_000),
 ]
 
 # Keys are event types; "*" names consumers of every event.
@@ -28,4 +34,18 @@ ROUTES: dict[str, list[str]] = {
     "resimhub.evaluation.requested": ["evaluate"],
     "resimhub.evaluation.completed": ["aggregate"],
     "resimhub.evaluation.failed": ["aggregate"],
+    "*": ["fan_out_webhooks"],
 }
+
+
+class Periodic(NamedTuple):
+    name: str
+    every_s: float
+    fn: Callable[..., object]  # fn(storage, actors)
+
+
+# Housekeeping every relay runs between passes.
+PERIODIC: list[Periodic] = [
+    Periodic("webhook_sweep", webhooks.SWEEP_EVERY_S, webhooks.sweep),
+    Periodic("snapshot_compaction", housekeeping.COMPACT_EVERY_S, housekeeping.compact_snapshots),
+]

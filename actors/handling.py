@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from actors.runtime import current
 from storage import ledger
 from storage.events import Envelope
+from storage.logs import bound
+
+log = logging.getLogger(__name__)
 
 
 def already_handled(envelope: Envelope, consumer: str) -> bool:
@@ -22,9 +27,21 @@ def consumer(name: str) -> Callable[[Callable[[Envelope], Any]], Callable[[dict]
     def wrap(handler: Callable[[Envelope], Any]) -> Callable[[dict], None]:
         def actor_fn(event: dict) -> None:
             envelope = Envelope.from_cloudevent(event)
-            if already_handled(envelope, name):
-                return
-            handler(envelope)
+            task_id = envelope.data.get("task_id") if isinstance(envelope.data, dict) else None
+            # Every line logged while handling carries the event and its task (storage/logs.py).
+            with bound(event_id=envelope.id, task_id=task_id):
+                if already_handled(envelope, name):
+                    log.info("%s: %s already handled, skipped", name, envelope.type)
+                    return
+                start = time.perf_counter()
+                try:
+                    handler(envelope)
+                except Exception as exc:
+                    log.warning("%s: %s failed: %s: %s", name, envelope.type, type(exc).__name__, exc)
+                    raise
+                log.info("%s: handled %s in %.3f s", name, envelope.type, time.perf_counter() - start,
+                         extra={"consumer": name, "event_type": envelope.type,
+                                "duration_s": round(time.perf_counter() - start, 6)})
 
         actor_fn.__name__ = name
         actor_fn.__doc__ = handler.__doc__

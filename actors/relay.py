@@ -18,7 +18,7 @@ import dramatiq
 from sqlalchemy import select, update
 
 from actors.bus import BatchPublisher
-from actors.consumers import ROUTES
+from actors.consumers import PERIODIC, ROUTES, Periodic
 from storage.context import Storage
 from storage.models import EventRecord, utcnow
 from storage.outbox import NOTIFY_CHANNEL, envelope_of
@@ -33,7 +33,7 @@ def message_id(event_id: str, actor_name: str) -> str:
 
 class Relay:
     def __init__(self, storage: Storage, broker: dramatiq.Broker, actors: dict[str, dramatiq.Actor],
-                 *, routes: dict[str, list[str]] | None = None) -> None:
+                 *, routes: dict[str, list[str]] | None = None, periodic: list[Periodic] | None = None) -> None:
         self.storage = storage
         self.broker = broker
         self.actors = actors
@@ -43,6 +43,8 @@ class Relay:
         self.published = 0
         self.publisher = BatchPublisher(broker)
         self._stop = threading.Event()
+        self.periodic = PERIODIC if periodic is None else periodic
+        self._due: dict[str, float] = {}
 
     def publish_batch(self) -> int:
         """One pass; returns the number of events published."""
@@ -80,6 +82,18 @@ class Relay:
             total += n
         return total
 
+    def run_periodic(self) -> None:
+        """The routing table's housekeeping jobs (e.g. the webhook sweep), each at most every ``every_s``."""
+        now = time.monotonic()
+        for job in self.periodic:
+            if now < self._due.get(job.name, 0.0):
+                continue
+            self._due[job.name] = now + job.every_s
+            try:
+                job.fn(self.storage, self.actors)
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not stop publishing
+                log.warning("%s failed: %s", job.name, exc)
+
     def stop(self) -> None:
         self._stop.set()
         self.storage.outbox_signal.notify()
@@ -102,6 +116,7 @@ class Relay:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
+                self.run_periodic()
                 if n >= self.batch_size:
                     continue
                 if listener is not None:

@@ -9,6 +9,7 @@ environment are ignored, and only the first few KiB of a response are read.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,12 @@ READ_CAP_BYTES = 64 * 1024
 KEPT_BODY_CHARS = 2048
 USER_AGENT = "ReSimHub-Webhooks/0.1"
 _CLIENTS_PER_THREAD = 32
+#: Addresses tried in turn when connecting fails; bounds an attempt at a few connect timeouts.
+MAX_ADDRESSES = 3
+
+# httpx logs every request's URL at INFO; receiver URLs often carry tokens in their query strings, and
+# the attempt log already records each request.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool)
     request_headers = {**headers, "host": netloc, "content-type": "application/cloudevents+json"}
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     last_error = "no address to connect to"
-    for address in target.addresses:
+    for address in target.addresses[:MAX_ADDRESSES]:
         pinned = httpx.URL(url).copy_with(host=address.split("%", 1)[0], port=target.port)
         key = (target.scheme, target.host, address, target.port)
         client = _clients.get(key)

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +27,7 @@ from storage import ledger, outbox
 from storage.context import Storage
 from storage.events import Envelope, WebhookDisabled, WebhookPaused
 from storage.models import EventRecord, WebhookAttempt, WebhookDelivery, WebhookSubscription, utcnow
-from storage.webhooks import INTERNAL_TYPES, TARGETED_TYPES, matches
+from storage.webhooks import INTERNAL_TYPES, TARGETED_TYPES, matches, new_message_id
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ LEASE_S = 180.0
 EARLY_TOLERANCE_S = 1.0
 RETRY_AFTER_CAP_S = 86_400.0
 JITTER = 0.1
-
-
-def new_message_id() -> str:
-    return "msg_" + uuid.uuid4().hex
 
 
 def aware(moment: datetime | None) -> datetime | None:
@@ -100,17 +95,17 @@ def fan_out_webhooks(envelope: Envelope) -> None:
         return
 
     with db.session() as session:
-        active = session.scalars(select(WebhookSubscription).where(WebhookSubscription.status == "active")).all()
-        wanted = [s.id for s in active if matches(list(s.event_types), envelope.type)]
+        active = session.execute(select(WebhookSubscription.id, WebhookSubscription.event_types)
+                                 .where(WebhookSubscription.status == "active"))
+        wanted = [row.id for row in active if matches(list(row.event_types), envelope.type)]
         if not wanted:
             # Nothing to record, so nothing to make idempotent: most events end here with two reads.
             return
-        existing = set(session.scalars(select(WebhookDelivery.subscription_id).where(
-            WebhookDelivery.event_id == envelope.id)))
+        # The ledger row commits with the deliveries, so passing the ledger check means none exist yet.
         now = utcnow()
         created = [WebhookDelivery(subscription_id=sid, event_id=envelope.id, event_type=envelope.type,
                                    message_id=new_message_id(), next_attempt_at=now)
-                   for sid in wanted if sid not in existing]
+                   for sid in wanted]
         session.add_all(created)
         ledger.mark(session, envelope.id, FAN_OUT)
         try:
@@ -126,8 +121,18 @@ def fan_out_webhooks(envelope: Envelope) -> None:
 # -- delivery -------------------------------------------------------------------------------------
 def _claim(session: Session, delivery_id: int, token: int, now: datetime):
     """Take the delivery for one attempt, or say why not (``None`` → nothing to do)."""
-    delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-    if delivery is None or delivery.attempts != token:
+    # One round trip for the delivery (row-locked on PostgreSQL), its subscription and its event.
+    row = session.execute(
+        select(WebhookDelivery, WebhookSubscription, EventRecord)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .outerjoin(EventRecord, EventRecord.event_id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.id == delivery_id)
+        .with_for_update(of=WebhookDelivery)
+    ).first()
+    if row is None:
+        return None
+    delivery, subscription, event = row
+    if delivery.attempts != token:
         return None
     if delivery.status == "sending":
         if aware(delivery.lease_until) and aware(delivery.lease_until) > now:
@@ -137,15 +142,11 @@ def _claim(session: Session, delivery_id: int, token: int, now: datetime):
     due = aware(delivery.next_attempt_at)
     if due is not None and due > now + timedelta(seconds=EARLY_TOLERANCE_S):
         return ("early", (due - now).total_seconds())
-    subscription = session.get(WebhookSubscription, delivery.subscription_id)
-    if subscription is None:
-        return None
     if subscription.status != "active" and not delivery.manual:
         delivery.status, delivery.finished_at = "cancelled", now
         delivery.last_error = f"not attempted: the subscription is {subscription.status}"
         delivery.next_attempt_at = None
         return ("cancelled", None)
-    event = session.scalars(select(EventRecord).where(EventRecord.event_id == delivery.event_id)).first()
     if event is None:
         delivery.status, delivery.finished_at, delivery.next_attempt_at = "failed", now, None
         delivery.last_error = "the event no longer exists"
@@ -158,7 +159,7 @@ def _claim(session: Session, delivery_id: int, token: int, now: datetime):
     delivery.attempts += 1
     body = json.dumps(envelope_doc(event), separators=(",", ":"), ensure_ascii=False).encode()
     return ("attempt", {"number": delivery.attempts, "url": subscription.url, "secrets": secrets, "body": body,
-                        "message_id": delivery.message_id})
+                        "message_id": delivery.message_id, "had_failures": subscription.consecutive_failures > 0})
 
 
 def envelope_doc(event: EventRecord) -> dict:
@@ -190,6 +191,9 @@ def deliver_webhook(delivery_id: int, token: int) -> None:
     headers = signing.headers(attempt["secrets"], attempt["message_id"], timestamp, attempt["body"])
     outcome = webhook_delivery.post(attempt["url"], attempt["body"], headers,
                                     allow_private=settings.webhook_allow_private)
+    if outcome.ok:
+        record_success(delivery_id, attempt["number"], started_at, outcome, attempt["had_failures"])
+        return
     retry_in = record_outcome(delivery_id, attempt["number"], started_at, outcome,
                               settings.webhook_retry_schedule)
     if retry_in is not None and retry_in <= MAX_MESSAGE_DELAY_S:
@@ -213,9 +217,36 @@ def next_delay(schedule: tuple[float, ...], retries: int, retry_after_s: float |
     return delay
 
 
+def record_success(delivery_id: int, number: int, started_at: datetime, outcome: webhook_delivery.Outcome,
+                   had_failures: bool) -> None:
+    """The common case in two statements: no row is read, and the subscription is written only if
+    it had failures to forget (every delivery of a subscription would otherwise queue on its row)."""
+    db = current().storage.db
+    with db.session() as session:
+        done = session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.attempts == number,
+                   WebhookDelivery.status == "sending")
+            .values(status="delivered", finished_at=utcnow(), next_attempt_at=None, lease_until=None,
+                    last_status_code=outcome.status_code, last_error=None)
+            .returning(WebhookDelivery.subscription_id)
+        ).first()
+        if done is None:
+            # Deleted meanwhile, or the sweep judged this attempt lost and handed the delivery on.
+            session.rollback()
+            return
+        session.add(WebhookAttempt(delivery_id=delivery_id, number=number, started_at=started_at,
+                                   status_code=outcome.status_code, latency_ms=outcome.latency_ms,
+                                   response_body=outcome.body))
+        if had_failures:
+            session.execute(update(WebhookSubscription).where(WebhookSubscription.id == done.subscription_id)
+                            .values(consecutive_failures=0))
+        session.commit()
+
+
 def record_outcome(delivery_id: int, number: int, started_at: datetime, outcome: webhook_delivery.Outcome,
                    schedule: tuple[float, ...]) -> float | None:
-    """Log the attempt and move the delivery on; returns the delay before the next attempt, if any."""
+    """Log a failed attempt and move the delivery on; returns the delay before the next attempt, if any."""
     db = current().storage.db
     with db.session() as session:
         delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
@@ -223,7 +254,6 @@ def record_outcome(delivery_id: int, number: int, started_at: datetime, outcome:
             # Deleted meanwhile, or the sweep judged this attempt lost and handed the delivery on.
             session.rollback()
             return None
-        subscription = session.get(WebhookSubscription, delivery.subscription_id, with_for_update=True)
         session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=started_at,
                                    status_code=outcome.status_code, latency_ms=outcome.latency_ms,
                                    response_body=outcome.body, error=outcome.error))
@@ -231,10 +261,9 @@ def record_outcome(delivery_id: int, number: int, started_at: datetime, outcome:
         delivery.last_status_code, delivery.last_error = outcome.status_code, outcome.error
         delivery.lease_until = None
         retry_in = None
-        if outcome.ok:
-            delivery.status, delivery.finished_at, delivery.next_attempt_at = "delivered", now, None
-            subscription.consecutive_failures = 0
-        elif outcome.status_code == 410:
+        # Failures change the subscription (a count, a pause, a disable): take its row lock.
+        subscription = session.get(WebhookSubscription, delivery.subscription_id, with_for_update=True)
+        if outcome.status_code == 410:
             delivery.status, delivery.finished_at, delivery.next_attempt_at = "failed", now, None
             if subscription.status != "disabled":
                 subscription.status = "disabled"
@@ -290,14 +319,20 @@ def sweep(storage: Storage, actors: dict, *, grace_s: float = SWEEP_GRACE_S, now
         if not rows:
             session.rollback()
             return 0
+        schedule = storage.settings.webhook_retry_schedule
         for row in rows:
+            row.next_attempt_at = now
             if row.status == "sending":
+                # A lost attempt uses up a retry like a failed one, so a delivery that keeps killing its
+                # worker still ends.
                 session.add(WebhookAttempt(delivery_id=row.id, number=row.attempts, started_at=now, latency_ms=0.0,
                                            error="interrupted: the worker stopped before recording a result"))
-                row.status, row.lease_until = "pending", None
-                row.last_status_code, row.last_error = None, "interrupted"
-            row.next_attempt_at = now
-        pending = [(row.id, row.attempts) for row in rows]
+                row.lease_until, row.last_status_code, row.last_error = None, None, "interrupted"
+                if row.retries < len(schedule):
+                    row.status, row.retries = "pending", row.retries + 1
+                else:
+                    row.status, row.finished_at, row.next_attempt_at = "failed", now, None
+        pending = [(row.id, row.attempts) for row in rows if row.status == "pending"]
         session.commit()
     for delivery_id, token in pending:
         try:

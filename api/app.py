@@ -9,11 +9,12 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import ApiError, error_body, pydantic_details
+from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.middleware import BodyLimit
+from api.schemas import ERROR_RESPONSES
 from storage.context import Storage
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 def create_app(storage: Storage) -> FastAPI:
     from api.legacy import create_legacy_app
-    from api.routes import benchmark, environments, events, experiments, health, tasks, training
+    from api.routes import analytics, benchmark, environments, events, experiments, health, tasks, training, webhooks
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -45,8 +46,9 @@ def create_app(storage: Storage) -> FastAPI:
         "poll long work as tasks and read the event log.",
     )
     app.state.storage = storage
-    for module in (environments, experiments, training, tasks, events, benchmark, health):
-        app.include_router(module.router)
+    for module in (environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(health.router)
     _install_error_handlers(app)
 
     from a2wsgi import WSGIMiddleware
@@ -55,7 +57,21 @@ def create_app(storage: Storage) -> FastAPI:
     settings = storage.settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes,
                        upload_prefixes=UPLOAD_PREFIXES)
+    _install_observability_and_auth(app, storage)
     return app
+
+
+def _install_observability_and_auth(app: FastAPI, storage: Storage) -> None:
+    # Middleware added last runs first: the request id and the metrics see every answer, the key
+    # check's refusals included, and CORS (when configured) answers preflights before the key check.
+    from api import auth, metrics
+    from api.logging_setup import RequestContext
+    from api.routes import keys
+
+    app.include_router(keys.router, responses=ERROR_RESPONSES)
+    auth.install(app, storage)
+    metrics.install(app, storage)
+    app.add_middleware(RequestContext)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -84,6 +100,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc)
         return JSONResponse(error_body("database_unavailable", "the database is unavailable; retry shortly"),
                             status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+        # An id or offset beyond what SQLite, PostgreSQL or Arrow can hold is the client's mistake:
+        # neither a 500 nor (PostgreSQL's DataError being a DBAPIError) "database unavailable".
+        return JSONResponse(error_body("out_of_range", "a number in the request is larger than the server can store"),
+                            status_code=422)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
+        if is_nul_refusal(exc):
+            return JSONResponse(error_body("validation_error", NUL_MESSAGE), status_code=422)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -59,3 +59,11 @@ def pydantic_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         out.append({"field": ".".join(loc) or None, "message": err.get("msg", ""), "type": err.get("type", "")})
     return out
+
+
+NUL_MESSAGE = "text in the request may not contain NUL (\\u0000) characters"
+
+
+def is_nul_refusal(exc: BaseException) -> bool:
+    """psycopg2's refusal of a NUL in a query parameter: the client's input, not a server fault."""
+    return isinstance(exc, ValueError) and "NUL (0x00)" in str(exc)

@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from api.errors import ApiError, error_body, pydantic_details
+from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.responses import accepted
 from api.schemas import EnvironmentCreate, ExperimentCreate, StartTraining
 from api.services import environments, experiments, tasks, training
@@ -72,8 +72,16 @@ def create_legacy_app(storage: Storage) -> Flask:
         body = error_body("database_unavailable", "the database is unavailable; retry shortly")
         return jsonify(body), 503, {"Retry-After": "5"}
 
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(DataError)
+    def _out_of_range(exc: Exception):
+        # As in the FastAPI app: a number too large to store is a bad request, not an outage.
+        return jsonify(error_body("out_of_range", "a number in the request is larger than the server can store")), 422
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        if is_nul_refusal(exc):
+            return jsonify(error_body("validation_error", NUL_MESSAGE)), 422
         log.exception("unhandled error in legacy app")
         return jsonify(error_body("internal_error", "internal error; the server log has the details")), 500
 
@@ -126,4 +134,7 @@ def create_legacy_app(storage: Storage) -> Flask:
     from api.legacy_benchmark import benchmark_blueprint
 
     app.register_blueprint(benchmark_blueprint(storage))
+    from api.legacy_analytics import analytics_blueprint
+
+    app.register_blueprint(analytics_blueprint(storage))
     return app

@@ -15,6 +15,15 @@ MAX_SEED = 2**31 - 1
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; psycopg2 refuses such a string with a bare ValueError,
+        # which would surface as a 500 instead of the client's 422.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return value
+
 
 class EnvironmentCreate(Strict):
     env_name: str = Field(min_length=1, max_length=200, description="A registered Gymnasium id, e.g. CartPole-v1")
@@ -126,3 +135,26 @@ class CloudEvent(BaseModel):
 class EventPage(BaseModel):
     events: list[CloudEvent]
     next_cursor: int | None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable, e.g. not_found, validation_error, database_unavailable")
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorDetail
+
+
+#: Declared on every resource route, so that the OpenAPI document says what clients really get:
+#: the error envelope (not FastAPI's default ``{"detail": …}``) for any 4xx, and 503 while the
+#: database is unreachable.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "the request was refused; `error.code` says why"},
+    422: {"model": ErrorBody, "description": "the request is not valid"},
+    503: {"model": ErrorBody, "description": "the database is unavailable; retry after `Retry-After` seconds",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
+}

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -92,6 +92,4 @@ def authenticate(session: Session, token: str) -> Principal | None:
 
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; they were written as UTC.
-    from datetime import UTC
-
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -120,15 +120,25 @@ def configure(level: str, fmt: str, *, stream=None) -> None:
     _quiet_libraries()
 
 
-def dict_config(level: str, fmt: str) -> dict[str, Any]:
+def dict_config(level: str, fmt: str, *, access_log: bool = True) -> dict[str, Any]:
     """The same setup as :func:`configure`, as a ``logging.config.dictConfig`` document.
 
     ``uvicorn --workers N`` applies its ``log_config`` in every worker process it spawns, which is
-    the only way to reach those processes' logging.
+    the only way to reach those processes' logging. The gateway writes its own access lines
+    (``resimhub.access``, with the route template, duration and request id); ``access_log=False``
+    silences them.
     """
     factory = "storage.logs.JsonFormatter" if fmt == "json" else "storage.logs.ConsoleFormatter"
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {FORMATS}, not {fmt!r}")
+    loggers: dict[str, Any] = {
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"handlers": [], "propagate": True},
+        "uvicorn.access": {"handlers": [], "propagate": True},
+        "pika": {"level": "WARNING"},
+    }
+    if not access_log:
+        loggers["resimhub.access"] = {"level": "WARNING"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -136,10 +146,5 @@ def dict_config(level: str, fmt: str) -> dict[str, Any]:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "resimhub",
                                 "stream": "ext://sys.stderr"}},
         "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {
-            "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": {"handlers": [], "propagate": True},
-            "pika": {"level": "WARNING"},
-        },
+        "loggers": loggers,
     }

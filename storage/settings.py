@@ -40,6 +40,18 @@ class Settings:
     relay_batch_size: int = 500
     worker_threads: int = 2
     log_level: str = "INFO"
+    #: ``json`` or ``console``; None lets the process choose (console for ``resimhub up``, else json).
+    log_format: str | None = None
+    #: ``auto``: API keys required when the gateway binds a non-loopback address, optional on loopback;
+    #: ``required``: always; ``off``: never checked (refused off loopback). See docs/operations.md.
+    auth: str = "auto"
+    #: Per-key token bucket for writes: tokens added per second (0 turns the limit off) and its size.
+    write_rate: float = 5.0
+    write_burst: int = 20
+    #: Origins allowed to call the API from a browser; empty means no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    #: Add Dramatiq's Prometheus middleware (an exporter on :9191) to RabbitMQ worker processes.
+    worker_metrics: bool = False
     #: Seconds to wait before each webhook retry; one entry per retry (see docs/webhooks.md).
     webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
     #: Let webhooks reach loopback, private and link-local addresses (tests, local development).
@@ -129,6 +141,26 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={raw!r} must be {' or '.join(choices)}")
+    return value
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name) or ""
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        parsed = urlparse(origin)
+        if origin != "*" and (parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path):
+            raise SettingsError(f"{name}: {origin!r} is not an origin like https://app.example.org or *")
+    return origins
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``env`` (default: ``os.environ``); raises :class:`SettingsError`."""
     env = os.environ if env is None else env
@@ -159,6 +191,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         relay_batch_size=_int(env, "RESIMHUB_RELAY_BATCH_SIZE", 500, minimum=1),
         worker_threads=_int(env, "RESIMHUB_WORKER_THREADS", 2, minimum=1),
         log_level=log_level,
+        log_format=_choice(env, "RESIMHUB_LOG_FORMAT", ("json", "console"), None),
+        auth=_choice(env, "RESIMHUB_AUTH", ("auto", "required", "off"), "auto"),
+        write_rate=_float(env, "RESIMHUB_WRITE_RATE", 5.0),
+        write_burst=_int(env, "RESIMHUB_WRITE_BURST", 20, minimum=1),
+        cors_origins=_origins(env, "RESIMHUB_CORS_ORIGINS"),
+        worker_metrics=_bool(env, "RESIMHUB_WORKER_METRICS", False),
         webhook_retry_schedule=_schedule(env, "RESIMHUB_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
         webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
     )

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import Task, utcnow
@@ -28,6 +29,12 @@ class TaskStateError(Exception):
 def install_channel_hook(sessions: sessionmaker, channel: CeleryResultChannel | None) -> None:
     if channel is None:
         return
+
+    def _reload(task_ids: list[str]) -> list[Task]:
+        with sessions() as session:
+            return list(session.scalars(select(Task).where(Task.id.in_(task_ids))))
+
+    channel.reload = _reload
 
     @sa_event.listens_for(sessions, "after_commit")
     def _mirror(session: Session) -> None:

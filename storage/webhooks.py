@@ -51,6 +51,12 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
+def new_message_id() -> str:
+    """The ``webhook-id`` of a delivery: random rather than a row id, so it stays unique for receivers
+    even if the hub's database is ever rebuilt."""
+    return "msg_" + secrets.token_hex(16)
+
+
 def secret_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
 

@@ -1,5 +1,6 @@
-"""Dependencies point one way (ARCHITECTURE §8): api → storage (and the RL engine's catalogues),
-actors → storage + RL engine, the RL engine → nothing of ours, analytics → snapshots only.
+"""Dependencies point one way (ARCHITECTURE §8): api → storage (and the RL engine's catalogues, and
+analytics for its read-only API), actors → storage + RL engine, the RL engine → nothing of ours,
+analytics → snapshots (and storage, to rebuild them) only.
 Also: importing any module connects to nothing and reads no settings."""
 
 import ast
@@ -15,7 +16,7 @@ ALLOWED = {
     "analytics": {"analytics", "storage"},
     "actors.rl": {"actors.rl"},
     "actors": {"actors", "actors.rl", "storage", "analytics"},
-    "api": {"api", "storage", "actors.rl"},
+    "api": {"api", "storage", "actors.rl", "analytics"},
 }
 # The CLI and the uvicorn factory compose every part; that is their job.
 COMPOSITION_ROOTS = {"api/cli.py", "api/gateway.py"}

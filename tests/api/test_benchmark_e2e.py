@@ -240,3 +240,28 @@ def test_activation_is_applied_to_state_dicts(hub, tmp_path, activation):
     r = hub.client.post("/benchmark/run", json={"model_id": model_id, "episodes": 5, "seed": 11, "wait": 30})
     expected = evaluate(MLPPolicy(net, "discrete", (4,)), ENV, 5, 11)
     assert r.json()["result"]["returns"] == expected.returns
+
+
+def test_a_benchmark_run_joins_the_evaluations_snapshot(hub):
+    import time
+
+    from analytics import readers
+
+    fixture = "/work/shared/fixtures/seed_dqn_model.pkl"
+    with open(fixture, "rb") as fh:
+        up = hub.client.post("/benchmark/upload_model", files={"file": ("m.pt", fh)}, data={"env_name": "CartPole-v1"})
+    model_id = up.json()["model_id"]
+    hub.wait_task(up.json()["task_id"])
+    run = hub.client.post("/benchmark/run", json={"model_id": model_id, "env_name": "CartPole-v1", "episodes": 7,
+                                                  "seed": 3, "wait": 30}).json()
+    evaluation_id = run["evaluation_id"]
+    deadline = time.monotonic() + 20
+    frame = None
+    while time.monotonic() < deadline:
+        frame = readers.read(hub.settings.snapshots_dir, "evaluations")
+        if frame is not None and len(frame) and evaluation_id in set(frame["evaluation_id"]):
+            break
+        time.sleep(0.1)
+    assert frame is not None and evaluation_id in set(frame["evaluation_id"])
+    row = frame[frame["evaluation_id"] == evaluation_id].iloc[0]
+    assert row["model_id"] == model_id and row["episodes"] == 7

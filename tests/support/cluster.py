@@ -25,8 +25,19 @@ class Cluster(Hub):
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def spawn(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, **self.env, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        """Start a hub process; its stderr goes to a file under the data dir's ``logs/``.
+
+        Not to a pipe: nobody reads a pipe while the test runs, and once its 64 KiB buffer is full
+        the process blocks on its next log line (dramatiq's parent stops forwarding its children's
+        logs, so every worker thread hangs). ``proc.stderr`` reads that file, as a pipe would.
+        """
+        logs = self.settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"{len(self.processes):02d}-{'-'.join(a for a in argv if not a.startswith('-'))[:40]}.log"
+        with path.open("wb") as sink:
+            proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, **self.env, **(env or {})},
+                                    stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
+        proc.stderr = path.open("rb")
         self.processes.append(proc)
         return proc
 
@@ -39,7 +50,10 @@ class Cluster(Hub):
 
 
 @contextmanager
-def running_cluster(tmp_path, *, workers: int = 1, relay: bool = True):
+def running_cluster(tmp_path, *, workers: int = 1, relay: bool = True, env: dict[str, str] | None = None):
+    """``env`` overrides the hub's settings for the in-process gateway and every spawned process alike
+    (e.g. ``RESIMHUB_REDIS_URL`` through a :class:`~tests.support.tcpproxy.TcpProxy`)."""
+    extra = dict(env or {})
     with fresh_postgres_database() as db_url:
         prefix = f"t{uuid.uuid4().hex[:10]}."
         env = {
@@ -50,6 +64,7 @@ def running_cluster(tmp_path, *, workers: int = 1, relay: bool = True):
             "RESIMHUB_QUEUE_PREFIX": prefix,
             "RESIMHUB_RELAY_POLL_INTERVAL": "0.2",
             "RESIMHUB_RESULT_TTL": "900",
+            **extra,
         }
         settings: Settings = load_settings(env)
         upgrade(settings)
@@ -73,5 +88,7 @@ def running_cluster(tmp_path, *, workers: int = 1, relay: bool = True):
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
+                if proc.stderr is not None:
+                    proc.stderr.close()
             storage.close()
             delete_queues(prefix)

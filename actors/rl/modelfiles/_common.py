@@ -111,7 +111,9 @@ def open_zip(fh, limits: Limits) -> zipfile.ZipFile:
     fh.seek(0)
     try:
         zf = zipfile.ZipFile(fh)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except NotImplementedError as exc:  # a zip feature Python cannot read, e.g. "zip file version 6.4"
+        raise ModelFileError("unsupported_format", f"the zip archive uses an unsupported feature: {exc}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError("truncated", f"the zip archive cannot be read: {exc}") from None
     infos = zf.infolist()
     if len(infos) > limits.max_zip_members:

@@ -585,3 +585,27 @@ def test_safetensors_whose_header_length_starts_like_a_pickle(tmp_path):
     assert state_path.read_bytes()[:2] == b"\x80\x02"
     assert sniff_format(state_path) == "safetensors"
     assert load_policy(state_path).format == "safetensors"
+
+
+def test_a_zip_needing_a_newer_zip_version_is_refused_cleanly(tmp_path):
+    """Found by fuzzing: zipfile raises NotImplementedError for an 'extract version' above 6.3."""
+    import io
+    import struct
+    import zipfile
+
+    import pytest
+
+    from actors.rl.errors import ModelFileError
+    from actors.rl.modelfiles import load_policy
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    raw = bytearray(buf.getvalue())
+    central = raw.find(b"PK\x01\x02")
+    struct.pack_into("<H", raw, central + 6, 64)  # "version needed to extract": 6.4
+    path = tmp_path / "future.zip"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError) as err:
+        load_policy(path)
+    assert err.value.code == "unsupported_format" and "6.4" in str(err.value)

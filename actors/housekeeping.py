@@ -1,0 +1,43 @@
+"""Background upkeep the relays run between passes (see ``PERIODIC`` in :mod:`actors.consumers`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from storage.context import Storage
+
+log = logging.getLogger(__name__)
+
+COMPACT_EVERY_S = 60.0
+# Every completed experiment adds a few small files per partition; readers slow down with the file
+# count (the load test saw 1,800 files make a leaderboard take seconds), so merge once they pile up.
+COMPACT_MIN_FILES = 16
+COMPACT_MIN_AGE_S = 30.0
+
+_compacting = threading.Lock()
+
+
+def compact_snapshots(storage: Storage, _actors=None) -> None:
+    """Start a compaction of the Parquet snapshots in the background unless one is running.
+
+    It runs on its own thread so that a long merge never holds up event publishing; compaction
+    takes a per-dataset file lock, so relays on several machines sharing the volume take turns.
+    """
+    if not _compacting.acquire(blocking=False):
+        return
+
+    def work() -> None:
+        from analytics.compaction import compact
+
+        try:
+            results = compact(storage.settings.snapshots_dir, min_files=COMPACT_MIN_FILES,
+                              min_age_s=COMPACT_MIN_AGE_S)
+            if results:
+                log.info("compacted %d snapshot partitions", len(results))
+        except Exception as exc:  # noqa: BLE001 - upkeep; the next round tries again
+            log.warning("snapshot compaction failed: %s", exc)
+        finally:
+            _compacting.release()
+
+    threading.Thread(target=work, name="snapshot-compaction", daemon=True).start()

@@ -1,0 +1,399 @@
+"""The analyses behind the analytics API and the report job, computed from the snapshot folder alone.
+
+Every function takes the snapshot directory and answers JSON-safe values (built-in numbers, ``None``
+for undefined statistics, RFC 3339 UTC times), reading only the datasets, partitions and columns
+it needs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analytics import readers, stats
+from analytics.errors import NotEnoughData
+
+#: Gymnasium's convention for "solved": the mean over 100 consecutive episodes reaches the threshold.
+CONVERGENCE_WINDOW = 100
+CURVE_BINS = 20
+CI_RESAMPLES = 1000
+RANKING = "iqm descending; ties broken by mean - std (score), descending"
+AGENT_UNIT = "training run (one seed): the mean return of its final evaluation"
+MODEL_UNIT = "evaluation episode of the model"
+_STATE_ORDER = {"created": 0, "queued": 1, "training": 2, "evaluating": 3, "completed": 4, "failed": 4,
+                "cancelled": 4}
+
+
+# -- JSON-safe values ---------------------------------------------------------------------------------
+
+def num(value: Any) -> float | None:
+    if value is None or value is pd.NA:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def integer(value: Any) -> int | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
+
+
+def text(value: Any) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def rfc3339(value: Any) -> str | None:
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _interval(low: Any, high: Any) -> list[float | None] | None:
+    low, high = num(low), num(high)
+    return None if low is None and high is None else [low, high]
+
+
+def _envs(env: str | Sequence[str] | None) -> list[str] | None:
+    if env is None:
+        return None
+    return [env] if isinstance(env, str) else list(env)
+
+
+# -- experiments ----------------------------------------------------------------------------------
+
+_STATE_COLUMNS = ["experiment_id", "name", "agent", "status", "task_id", "seeds", "training_episodes", "timesteps",
+                  "mean_return", "iqm", "ci_low", "ci_high", "statistics_over", "best_return", "training_duration_s",
+                  "training_duration_total_s", "reward_threshold", "max_episode_steps", "solved", "created_at",
+                  "recorded_at", "env_name"]
+
+
+def experiment_states(snapshots_dir: Path | str, *, env: str | Sequence[str] | None = None, agent: str | None = None,
+                      since: datetime | None = None, experiment_id: int | None = None) -> pd.DataFrame:
+    """The latest state of every experiment (one row each), newest first."""
+    flt = None
+    if experiment_id is not None:
+        flt = pc.field("experiment_id") == experiment_id
+    if agent is not None:
+        cond = pc.field("agent") == agent
+        flt = cond if flt is None else flt & cond
+    rows = readers.read(snapshots_dir, "experiments", columns=_STATE_COLUMNS, envs=_envs(env), since=since,
+                        filter=flt)
+    if rows.empty:
+        return rows
+    rows["_order"] = rows["status"].map(_STATE_ORDER).fillna(5)
+    rows = rows.sort_values(["experiment_id", "recorded_at", "_order"], kind="stable")
+    latest = rows.groupby("experiment_id", sort=False).tail(1)
+    return latest.drop(columns="_order").sort_values(["recorded_at", "experiment_id"], ascending=False)
+
+
+def experiment_summary(row: pd.Series) -> dict:
+    return {
+        "id": int(row["experiment_id"]), "name": text(row["name"]), "env_name": text(row["env_name"]),
+        "agent": text(row["agent"]), "status": text(row["status"]), "avg_reward": num(row["mean_return"]),
+        "iqm": num(row["iqm"]), "ci95": _interval(row["ci_low"], row["ci_high"]),
+        "statistics_over": text(row["statistics_over"]), "best_return": num(row["best_return"]),
+        "episodes": integer(row["training_episodes"]), "timesteps": integer(row["timesteps"]),
+        "seeds": [int(s) for s in row["seeds"]] if row["seeds"] is not None else [],
+        "duration": num(row["training_duration_s"]), "reward_threshold": num(row["reward_threshold"]),
+        "solved": None if pd.isna(row["solved"]) else bool(row["solved"]),
+        "created_at": rfc3339(row["created_at"]), "updated_at": rfc3339(row["recorded_at"]),
+    }
+
+
+def recent(snapshots_dir: Path | str, *, env: str | None = None, agent: str | None = None,
+           since: datetime | None = None, limit: int = 20) -> dict:
+    """Experiments by their latest state, newest first, and a summary over all that match.
+
+    ``avg_reward`` is an experiment's mean final evaluation return over its seeds (null until it is
+    completed); ``duration`` its training wall time in seconds (the slowest seed).
+    """
+    states = experiment_states(snapshots_dir, env=env, agent=agent, since=since)
+    if states.empty:
+        return {"summary": {"total_experiments": 0, "avg_reward": None, "avg_duration": None}, "experiments": []}
+    summary = {"total_experiments": int(len(states)), "avg_reward": num(states["mean_return"].mean()),
+               "avg_duration": num(states["training_duration_s"].mean())}
+    return {"summary": summary, "experiments": [experiment_summary(r) for _, r in states.head(limit).iterrows()]}
+
+
+def learning_curve(episodes: pd.DataFrame, bins: int = CURVE_BINS) -> list[dict]:
+    """Training returns binned by environment step: per bin, each seed's mean, then the mean, min
+    and max of those across seeds (a seed with no episode ending in a bin does not count there)."""
+    if episodes.empty:
+        return []
+    x = episodes["step"] if episodes["step"].notna().all() else episodes["episode"] + 1
+    top = float(x.max())
+    edges = np.linspace(0.0, top, bins + 1)
+    index = np.clip(np.searchsorted(edges, x.to_numpy(dtype=float), side="left") - 1, 0, bins - 1)
+    frame = pd.DataFrame({"bin": index, "seed": episodes["seed"].to_numpy(), "return": episodes["return"]})
+    per_seed = frame.groupby(["bin", "seed"])["return"].agg(["mean", "size"]).reset_index()
+    per_bin = per_seed.groupby("bin").agg(mean_return=("mean", "mean"), min_return=("mean", "min"),
+                                          max_return=("mean", "max"), seeds=("seed", "size"),
+                                          episodes=("size", "sum"))
+    return [{"step": int(round(edges[b + 1])), "mean_return": num(r.mean_return), "min_return": num(r.min_return),
+             "max_return": num(r.max_return), "seeds": int(r.seeds), "episodes": int(r.episodes)}
+            for b, r in per_bin.iterrows()]
+
+
+def convergence(episodes: pd.DataFrame, threshold: float | None, window: int = CONVERGENCE_WINDOW) -> dict:
+    """Per seed, the first step at which the mean of the last ``window`` training returns (fewer for
+    a shorter run) reaches the threshold; the experiment has converged at the step by which every
+    seed has (null if some seed never did, or the env has no threshold)."""
+    if threshold is None or episodes.empty:
+        return {"convergence_step": None, "convergence_steps": {}}
+    steps: dict[str, int | None] = {}
+    for seed, group in episodes.sort_values("episode").groupby("seed"):
+        returns = group["return"].to_numpy(dtype=float)
+        w = max(1, min(window, returns.size))
+        moving = np.convolve(returns, np.ones(w) / w, mode="valid")  # moving[i] ends at episode i + w - 1
+        hit = np.flatnonzero(moving >= threshold)
+        x = group["step"] if group["step"].notna().all() else group["episode"] + 1
+        steps[str(int(seed))] = int(x.to_numpy()[hit[0] + w - 1]) if hit.size else None
+    values = list(steps.values())
+    overall = max(values) if values and all(v is not None for v in values) else None
+    return {"convergence_step": overall, "convergence_steps": steps}
+
+
+def experiment(snapshots_dir: Path | str, experiment_id: int, *, bins: int = CURVE_BINS,
+               window: int = CONVERGENCE_WINDOW) -> dict | None:
+    """One experiment, from its latest training task's episodes; None if the snapshots do not know it."""
+    history = readers.read(snapshots_dir, "experiments", filter=pc.field("experiment_id") == experiment_id)
+    if history.empty:
+        return None
+    history["_order"] = history["status"].map(_STATE_ORDER).fillna(5)
+    history = history.sort_values(["recorded_at", "_order"], kind="stable")
+    latest = history.iloc[-1]
+    env = str(latest["env_name"])
+    task_ids = history["task_id"].dropna()
+    task_id = str(task_ids.iloc[-1]) if not task_ids.empty else None
+    body = experiment_summary(latest)
+    body.update({"experiment_id": int(experiment_id), "task_id": task_id, "episodes": 0, "average_return": None,
+                 "final_return": num(latest["mean_return"]), "final_training_return": None,
+                 "learning_curve": [], "convergence_step": None, "convergence_steps": {},
+                 "convergence_window": window, "duration_total": num(latest["training_duration_total_s"]),
+                 "evaluations": [],
+                 "history": [{"status": text(r.status), "task_id": text(r.task_id), "at": rfc3339(r.recorded_at)}
+                             for r in history.itertuples()]})
+    if task_id is None:
+        return body
+    scope = (pc.field("experiment_id") == experiment_id) & (pc.field("task_id") == task_id)
+    episodes = readers.read(snapshots_dir, "episodes", envs=[env], columns=["seed", "episode", "step", "return"],
+                            filter=scope & (pc.field("phase") == "train"))
+    if not episodes.empty:
+        finals = episodes.sort_values("episode").groupby("seed")["return"].apply(
+            lambda r: r.iloc[-max(1, min(window, len(r))):].mean())
+        body.update({"episodes": int(len(episodes)), "average_return": num(episodes["return"].mean()),
+                     "final_training_return": num(finals.mean()),
+                     "learning_curve": learning_curve(episodes, bins)})
+        body.update(convergence(episodes, num(latest["reward_threshold"]), window))
+    evaluations = readers.read(snapshots_dir, "evaluations", envs=[env], filter=scope,
+                               columns=["evaluation_id", "run_id", "run_seed", "model_id", "episodes", "seed", "mean",
+                                        "std", "median", "iqm", "ci_low", "ci_high", "evaluated_at"])
+    body["evaluations"] = [{
+        "evaluation_id": text(r.evaluation_id), "run_id": integer(r.run_id), "run_seed": integer(r.run_seed),
+        "model_id": text(r.model_id), "episodes": integer(r.episodes), "seed": integer(r.seed), "mean": num(r.mean),
+        "std": num(r.std), "median": num(r.median), "iqm": num(r.iqm), "ci95": _interval(r.ci_low, r.ci_high),
+        "evaluated_at": rfc3339(r.evaluated_at)} for r in evaluations.sort_values("run_id").itertuples()]
+    return body
+
+
+# -- leaderboards -------------------------------------------------------------------------------------
+
+def _rank(entries: list[dict]) -> list[dict]:
+    def key(e: dict) -> tuple:
+        iqm_, score = e["iqm"], e["score"]
+        return (-(iqm_ if iqm_ is not None else -math.inf), -(score if score is not None else -math.inf))
+
+    entries.sort(key=key)
+    return [{"rank": i, **entry} for i, entry in enumerate(entries, start=1)]
+
+
+def _summaries(labels: pd.Series, values: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+    cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
+    names = [str(c) for c in cat.cat.categories]
+    return names, stats.grouped_summary(cat.cat.codes.to_numpy(), values, len(names))
+
+
+def _entry(summary: dict[str, np.ndarray], g: int) -> dict:
+    mean, std = num(summary["mean"][g]), num(summary["std"][g])
+    return {"iqm": num(summary["iqm"][g]), "ci95": None, "mean": mean, "std": std,
+            "median": num(summary["median"][g]), "min": num(summary["min"][g]), "max": num(summary["max"][g]),
+            "score": None if mean is None or std is None else mean - std}
+
+
+def agent_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None = None,
+                      since: datetime | None = None, ci_resamples: int = CI_RESAMPLES, seed: int = 0) -> list[dict]:
+    """Agents on one env, over training runs: IQM across runs with a bootstrap CI across runs."""
+    flt = pc.field("source") == "experiment"
+    if agent is not None:
+        flt = flt & (pc.field("agent") == agent)
+    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since, filter=flt,
+                        columns=["agent", "experiment_id", "run_id", "mean", "episodes", "evaluated_at"])
+    runs = runs.dropna(subset=["agent", "mean"])
+    if runs.empty:
+        return []
+    runs = runs.sort_values("evaluated_at").drop_duplicates("run_id", keep="last")
+    names, summary = _summaries(runs["agent"], runs["mean"].to_numpy(dtype=float))
+    codes = runs["agent"].astype("category").cat.codes.to_numpy()
+    values = runs["mean"].to_numpy(dtype=float)
+    out = []
+    for g, name in enumerate(names):
+        if summary["count"][g] == 0:
+            continue
+        mine = values[codes == g]
+        entry = {"agent": name, "runs": int(summary["count"][g]), **_entry(summary, g),
+                 "experiments": int(runs.loc[codes == g, "experiment_id"].nunique()),
+                 "evaluation_episodes": int(runs.loc[codes == g, "episodes"].sum())}
+        if ci_resamples:
+            entry["ci95"] = list(stats.bootstrap_ci(mine, "iqm", n_resamples=ci_resamples, seed=seed))
+        out.append(entry)
+    return _rank(out)
+
+
+def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | None = None,
+                     agent: str | None = None, since: datetime | None = None) -> pd.DataFrame:
+    """Per (env, model): count, mean, std, median, IQM, min and max of evaluation episode returns.
+
+    The hot path of the leaderboard: one partition-pruned scan per env of two columns, the model id
+    dictionary-encoded so that its codes group the rows, and the order statistics computed per
+    group (:func:`analytics.stats.grouped_summary`). Envs are processed on as many threads as there
+    are CPUs: pyarrow and numpy's sorts release the GIL, so one env's scan overlaps another's sort.
+    """
+    envs = _envs(env)
+    if envs is None:
+        envs = sorted({e for e, _, _ in _partitions(snapshots_dir, "episodes")})
+    flt = pc.field("phase") == "eval"
+    if agent is not None:
+        flt = flt & (pc.field("agent") == agent)
+
+    def one(name: str) -> pd.DataFrame | None:
+        table = readers.read_table(snapshots_dir, "episodes", envs=[name], since=since, filter=flt,
+                                   columns=["model_id", "return"], dictionary=["model_id"])
+        if table.num_rows == 0:
+            return None
+        model = table.column("model_id").combine_chunks()
+        codes = model.indices.to_numpy(zero_copy_only=False)
+        ids = model.dictionary.to_pylist()
+        summary = stats.grouped_summary(codes, table.column("return").to_numpy(), len(ids))
+        frame = pd.DataFrame({"env_name": name, "model_id": ids, **summary})
+        return frame[frame["count"] > 0]
+
+    workers = max(1, min(len(envs), os.cpu_count() or 1))
+    if workers == 1:
+        frames = [one(name) for name in envs]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="leaderboard") as pool:
+            frames = list(pool.map(one, envs))
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return pd.DataFrame(columns=["env_name", "model_id", "count", "mean", "std", "median", "iqm", "min", "max"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _partitions(snapshots_dir: Path | str, name: str):
+    from analytics import layout
+
+    return layout.partitions(Path(snapshots_dir) / name)
+
+
+def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None = None,
+                      since: datetime | None = None, limit: int | None = None, ci_resamples: int = CI_RESAMPLES,
+                      seed: int = 0) -> list[dict]:
+    """Models on one env over all their evaluation episodes, ranked; the bootstrap CI of the IQM is
+    computed for the ranked entries returned (``limit``), as it costs a resampling per model."""
+    table = model_statistics(snapshots_dir, env=env, agent=agent, since=since)
+    if table.empty:
+        return []
+    info = readers.read(snapshots_dir, "evaluations", envs=[env],
+                        columns=["model_id", "model_name", "agent", "source", "evaluated_at"])
+    info = info.sort_values("evaluated_at")
+    evaluations = info.groupby("model_id").size()
+    info = info.drop_duplicates("model_id", keep="last").set_index("model_id")
+    out = []
+    for row in table.itertuples():
+        meta = info.loc[row.model_id] if row.model_id in info.index else None
+        out.append({"model_id": row.model_id, "model_name": text(meta["model_name"]) if meta is not None else None,
+                    "agent": text(meta["agent"]) if meta is not None else None,
+                    "source": text(meta["source"]) if meta is not None else None,
+                    "evaluations": int(evaluations.get(row.model_id, 0)), "episodes": int(row.count),
+                    "iqm": num(row.iqm), "ci95": None, "mean": num(row.mean), "std": num(row.std),
+                    "median": num(row.median), "min": num(row.min), "max": num(row.max),
+                    "score": None if pd.isna(row.mean) else float(row.mean - row.std)})
+    ranked = _rank(out)[:limit] if limit else _rank(out)
+    if ci_resamples and ranked:
+        wanted = pa.array([e["model_id"] for e in ranked], pa.string())
+        episodes = readers.read(snapshots_dir, "episodes", envs=[env], since=since, columns=["model_id", "return"],
+                                filter=(pc.field("phase") == "eval") & pc.field("model_id").isin(wanted))
+        by_model = episodes.groupby("model_id", observed=True)["return"]
+        for entry in ranked:
+            returns = by_model.get_group(entry["model_id"]).to_numpy(dtype=float)
+            entry["ci95"] = list(stats.iqm_ci(returns, n_resamples=ci_resamples, seed=seed))
+    return ranked
+
+
+def leaderboards(snapshots_dir: Path | str, *, env: str | None = None, agent: str | None = None,
+                 since: datetime | None = None, limit: int | None = 20, ci_resamples: int = CI_RESAMPLES,
+                 seed: int = 0) -> dict:
+    """Per env: the agents (over training runs) and the models (over evaluation episodes)."""
+    envs = [env] if env else sorted({e for name in ("episodes", "evaluations")
+                                     for e, _, _ in _partitions(snapshots_dir, name)})
+    boards = []
+    for name in envs:
+        agents = agent_leaderboard(snapshots_dir, name, agent=agent, since=since, ci_resamples=ci_resamples,
+                                   seed=seed)
+        models = model_leaderboard(snapshots_dir, name, agent=agent, since=since, limit=limit,
+                                   ci_resamples=ci_resamples, seed=seed)
+        if agents or models:
+            boards.append({"env_name": name, "agents": agents[:limit] if limit else agents, "models": models})
+    return {"ranking": RANKING, "agent_unit": AGENT_UNIT, "model_unit": MODEL_UNIT,
+            "ci": f"95% percentile bootstrap of the IQM, {ci_resamples} resamples, seed {seed}" if ci_resamples
+            else None, "leaderboards": boards}
+
+
+# -- agent against agent ------------------------------------------------------------------------------
+
+def compare_agents(snapshots_dir: Path | str, env: str, agents: Sequence[str] | None = None, *,
+                   since: datetime | None = None, ci_resamples: int = CI_RESAMPLES, seed: int = 0) -> dict:
+    """Agents on one env compared across seeds: each agent's runs ranked by IQM, and for every pair
+    the probability that a run of the first beats a run of the second, with a stratified bootstrap
+    CI and Welch / Mann–Whitney tests."""
+    board = agent_leaderboard(snapshots_dir, env, since=since, ci_resamples=ci_resamples, seed=seed)
+    if agents:
+        wanted = list(dict.fromkeys(agents))
+        board = [e for e in board if e["agent"] in wanted]
+        missing = sorted(set(wanted) - {e["agent"] for e in board})
+    else:
+        missing = []
+    if len(board) < 2:
+        have = ", ".join(e["agent"] for e in board) or "none"
+        raise NotEnoughData(f"comparing needs completed runs of at least two agents on {env}; the snapshots have "
+                            f"{have}" + (f" (no runs of {', '.join(missing)})" if missing else ""))
+    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since,
+                        filter=pc.field("source") == "experiment",
+                        columns=["agent", "run_id", "mean", "evaluated_at"]).dropna(subset=["agent", "mean"])
+    runs = runs.sort_values("evaluated_at").drop_duplicates("run_id", keep="last")
+    scores = {e["agent"]: runs.loc[runs["agent"] == e["agent"], "mean"].to_numpy(dtype=float) for e in board}
+    pairs = []
+    for i, a in enumerate(board):
+        for b in board[i + 1:]:
+            xa, xb = scores[a["agent"]], scores[b["agent"]]
+            ci = stats.improvement_ci(xa, xb, n_resamples=ci_resamples, seed=seed) if ci_resamples else None
+            pairs.append({"a": a["agent"], "b": b["agent"], "runs_a": int(xa.size), "runs_b": int(xb.size),
+                          "probability_of_improvement": stats.probability_of_improvement(xa, xb),
+                          "ci95": list(ci) if ci else None, **stats.difference_tests(xa, xb)})
+    return {"env_name": env, "unit": AGENT_UNIT, "ranking": RANKING, "agents": board, "pairs": pairs,
+            "missing": missing}

@@ -1,0 +1,110 @@
+"""The analytics API's service layer: parameter checks, then a call into :mod:`analytics`.
+
+Answers come from the Parquet snapshot folder only; no query touches the database, so analytics
+load never competes with the pipeline's transactions.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from analytics import readers, reports
+from analytics.errors import NotEnoughData
+from api.errors import Invalid, NotFound
+from api.services.catalog import require_known_agent
+from storage.context import Storage
+
+MAX_LIMIT = 1000
+MAX_RESAMPLES = 10_000
+# Each read materialises the columns it needs from many Parquet files; sixteen of them at once
+# (the load test's readers) tripled the gateway's memory. Two at a time keep it flat; the rest wait.
+MAX_CONCURRENT_READS = 2
+_reads = threading.BoundedSemaphore(MAX_CONCURRENT_READS)
+
+
+def _bounded(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _reads:
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _dir(storage: Storage) -> Path:
+    return storage.settings.snapshots_dir
+
+
+def agent_name(raw: str | None) -> str | None:
+    return require_known_agent(raw) if raw else None
+
+
+def parse_since(raw: str | None) -> datetime | None:
+    """``since`` as an aware UTC time; a date alone means its midnight UTC."""
+    if raw is None or raw == "":
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(f"since={raw!r} is not an ISO 8601 date or time",
+                      details=[{"field": "since", "message": "expected e.g. 2026-01-31 or 2026-01-31T12:00:00Z",
+                                "type": "datetime_parsing"}]) from None
+    return utc(moment)
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_limit(raw: str | None, default: int = 20) -> int:
+    try:
+        value = int(raw) if raw not in (None, "") else default
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise Invalid(f"limit must be an integer from 1 to {MAX_LIMIT}",
+                      details=[{"field": "limit", "message": f"1..{MAX_LIMIT}", "type": "int_parsing"}])
+    return value
+
+
+@_bounded
+def recent(storage: Storage, *, env: str | None = None, agent: str | None = None, since: datetime | None = None,
+           limit: int = 20) -> dict:
+    return reports.recent(_dir(storage), env=env, agent=agent_name(agent), since=utc(since), limit=limit)
+
+
+@_bounded
+def experiment(storage: Storage, experiment_id: int, *, bins: int = reports.CURVE_BINS) -> dict:
+    body = reports.experiment(_dir(storage), experiment_id, bins=bins)
+    if body is None:
+        raise NotFound(f"experiment {experiment_id} is not in the analytics snapshots (it may not exist, or not "
+                       "have been snapshotted yet)", details={"experiment_id": experiment_id})
+    return body
+
+
+@_bounded
+def leaderboards(storage: Storage, *, env: str | None = None, agent: str | None = None,
+                 since: datetime | None = None, limit: int = 20, resamples: int = reports.CI_RESAMPLES) -> dict:
+    return reports.leaderboards(_dir(storage), env=env, agent=agent_name(agent), since=utc(since), limit=limit,
+                                ci_resamples=resamples)
+
+
+@_bounded
+def compare(storage: Storage, *, env: str, agents: str | None = None, since: datetime | None = None,
+            resamples: int = reports.CI_RESAMPLES) -> dict:
+    names = [require_known_agent(a.strip()) for a in (agents or "").split(",") if a.strip()] or None
+    try:
+        return reports.compare_agents(_dir(storage), env, names, since=utc(since), ci_resamples=resamples)
+    except NotEnoughData as exc:
+        raise Invalid(str(exc), code="not_enough_data", details={"env_name": env, "agents": names}) from None
+
+
+@_bounded
+def datasets(storage: Storage) -> list[dict]:
+    return readers.dataset_summary(_dir(storage))
