@@ -19,7 +19,7 @@ from storage.context import Storage
 
 log = logging.getLogger(__name__)
 
-THREADPOOL_SIZE = 16
+THREADPOOL_SIZE = 8
 UPLOAD_PREFIXES = ("/benchmark/upload_model", "/api/v1/benchmark/upload_model")
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

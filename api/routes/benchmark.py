@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, StorageDep
 from api.errors import ApiError, Unsupported
@@ -87,12 +88,12 @@ def download_model(model_id: str, session: SessionDep, storage: StorageDep) -> F
 
 @router.post("/run", status_code=202, openapi_extra={"requestBody": _RUN_BODY},
              responses={200: {"description": "finished within `wait`: the outcome inline"}})
-def run_evaluation(payload: Annotated[Any, Depends(run_payload)], session: SessionDep,
-                   storage: StorageDep) -> JSONResponse:
+async def run_evaluation(payload: Annotated[Any, Depends(run_payload)], session: SessionDep,
+                         storage: StorageDep) -> JSONResponse:
     """Evaluate a stored model for N seeded episodes on a worker; ``wait`` answers inline when done."""
     body = benchmark.parse_run(payload)
-    evaluation = benchmark.submit(session, body)
-    view = tasks.wait_for(storage.db.sessions, evaluation.task_id, body.wait) if body.wait > 0 else None
+    evaluation = await run_in_threadpool(benchmark.submit, session, body)
+    view = await tasks.wait_for_async(storage.db.sessions, evaluation.task_id, body.wait) if body.wait > 0 else None
     status, content, headers = benchmark.submission_answer(evaluation, view)
     return JSONResponse(content, status_code=status, headers=headers)
 

@@ -10,8 +10,8 @@ router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
 
 @router.get("/{task_id}")
-def get_task(task_id: str, storage: StorageDep,
+async def get_task(task_id: str, storage: StorageDep,
              wait: float = Query(0, ge=0, le=tasks.MAX_WAIT_S, description="block up to this many seconds")
              ) -> TaskPublic:
     """Poll a task; with ``wait`` the answer comes as soon as the task finishes or the time passes."""
-    return tasks.wait_for(storage.db.sessions, task_id, wait)
+    return await tasks.wait_for_async(storage.db.sessions, task_id, wait)

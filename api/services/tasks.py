@@ -21,6 +21,28 @@ def get(session: Session, task_id: str) -> Task:
     return task
 
 
+def _look(open_session: Callable[[], Session], task_id: str) -> tuple[dict, bool]:
+    with open_session() as session:
+        task = get(session, task_id)
+        return tasks.to_public(task), task.status in tasks.TERMINAL
+
+
+async def wait_for_async(open_session: Callable[[], Session], task_id: str, wait_s: float) -> dict:
+    """:func:`wait_for` for async routes: sleeps on the event loop, so a client waiting a minute
+    holds no thread; only each short look at the database runs in the thread pool."""
+    from anyio import sleep
+    from starlette.concurrency import run_in_threadpool
+
+    deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
+    delay = 0.02
+    while True:
+        view, finished = await run_in_threadpool(_look, open_session, task_id)
+        if finished or time.monotonic() >= deadline:
+            return view
+        await sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.25)
+
+
 def wait_for(open_session: Callable[[], Session], task_id: str, wait_s: float) -> dict:
     """The task's public view once it is terminal or ``wait_s`` (capped) has passed.
 
@@ -29,10 +51,8 @@ def wait_for(open_session: Callable[[], Session], task_id: str, wait_s: float) -
     deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
     delay = 0.02
     while True:
-        with open_session() as session:
-            task = get(session, task_id)
-            view = tasks.to_public(task)
-        if task.status in tasks.TERMINAL or time.monotonic() >= deadline:
+        view, finished = _look(open_session, task_id)
+        if finished or time.monotonic() >= deadline:
             return view
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.25)
