@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+
 from analytics import readers, reports
 from analytics.errors import NotEnoughData
 from api.errors import Invalid, NotFound
@@ -30,7 +32,12 @@ def _bounded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with _reads:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                # Arrow's allocator keeps freed pages for reuse; hand them back after each read so a
+                # long-running gateway's memory follows its current reads, not its largest one.
+                pa.default_memory_pool().release_unused()
 
     return wrapper
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
 from actors.rl.evaluation import evaluate
 from actors.rl.modelfiles import load_policy
@@ -20,13 +19,6 @@ FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
 ENV = "CartPole-v1"
 
 
-@pytest.fixture
-def celery_reader():
-    from tests.support.services import redis_url
-
-    app = Celery("reader", backend=redis_url(), broker="memory://")
-    yield app
-    app.close()
 
 
 def test_upload_and_evaluate_through_rabbitmq_workers(tmp_path, celery_reader):

@@ -2,7 +2,6 @@
 ``dramatiq`` worker process → PostgreSQL + Redis, read back by a real Celery client."""
 
 import pytest
-from celery import Celery
 from sqlalchemy import func, select
 
 from storage.models import ProcessedEvent
@@ -12,13 +11,6 @@ from tests.support.tcpproxy import TcpProxy
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def celery_reader():
-    from tests.support.services import redis_url
-
-    app = Celery("reader", backend=redis_url(), broker="memory://")
-    yield app
-    app.close()
 
 
 def test_environment_verified_by_a_separate_worker_and_read_by_celery(tmp_path, celery_reader):

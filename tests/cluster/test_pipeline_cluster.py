@@ -5,21 +5,14 @@ import signal
 import time
 
 import pytest
-from celery import Celery
 from sqlalchemy import func, select
 
 from storage.models import EventRecord, Model, TrainingRun
 from tests.support.cluster import running_cluster
-from tests.support.services import redis_url
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def celery_reader():
-    app = Celery("reader", backend=redis_url(), broker="memory://")
-    yield app
-    app.close()
 
 
 def _cartpole_experiment(cluster, **fields) -> int:
