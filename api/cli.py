@@ -297,14 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=cmd_db_upgrade)
 
-    try:
-        from actors.rl.cli import register as register_rl
-    except ImportError:  # the RL engine's commands are optional while it is being built
-        register_rl = None
-    if register_rl is not None:
-        register_rl(sub)
+    from actors.rl.cli import register as register_rl
     from analytics.cli import register as register_analytics
 
+    register_rl(sub)
     register_analytics(sub)
     return parser
 
