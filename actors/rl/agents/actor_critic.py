@@ -8,7 +8,6 @@ each agent module supplies its own ``update`` function.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -203,17 +202,16 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
         resumed_from = None
 
         path = hooks.checkpoint_path
-        if path is not None and os.path.exists(path):
-            saved, meta = common.load_checkpoint(path)
-            common.check_compatible(meta, agent, env_id, path)
+        resume = common.load_resumable(path, agent, env_id)
+        if resume is not None:
+            saved, meta = resume
             common.unpack_into("param", saved, model.params, path)
             common.unpack_into("adam_m", saved, opt.m, path)
             common.unpack_into("adam_v", saved, opt.v, path)
             opt.t = int(meta["adam_t"])
             timesteps, updates = int(meta["timesteps"]), int(meta["updates"])
             rng = common.rng_from_json(meta["rng"])
-            tracker = common.EpisodeTracker(args.num_envs, saved["episode_returns"].tolist(),
-                                            saved["episode_lengths"].tolist())
+            tracker = common.restored_tracker(args.num_envs, saved)
             env_seed = common.env_seed_for(seed, timesteps)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps

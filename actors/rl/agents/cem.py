@@ -9,7 +9,6 @@ weights. Candidates act greedily, so the learned mean is exactly the policy that
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -136,14 +135,13 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         resumed_from = None
 
         path = checkpoint_path
-        if path is not None and os.path.exists(path):
-            saved, meta = common.load_checkpoint(path)
-            common.check_compatible(meta, NAME, env_id, path)
+        resume = common.load_resumable(path, NAME, env_id)
+        if resume is not None:
+            saved, meta = resume
             common.unpack_into("dist", saved, [mean, std], path)
             timesteps, generation = int(meta["timesteps"]), int(meta["generation"])
             rng = common.rng_from_json(meta["rng"])
-            tracker = common.EpisodeTracker(0, saved["episode_returns"].tolist(),
-                                            saved["episode_lengths"].tolist())
+            tracker = common.restored_tracker(0, saved)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps
         # One seed per (re)start; each generation's reset seed is then drawn from the run's RNG.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -265,6 +266,20 @@ def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
         raise RLError(f"{path} is not an agent checkpoint (no metadata)")
     meta = json.loads(str(arrays.pop("__meta__")))
     return arrays, meta
+
+
+def load_resumable(path: str | None, agent: str, env_id: str) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The checkpoint to resume from, if ``path`` names one; refused if it is another run's kind."""
+    if path is None or not os.path.exists(path):
+        return None
+    saved, meta = load_checkpoint(path)
+    check_compatible(meta, agent, env_id, path)
+    return saved, meta
+
+
+def restored_tracker(n: int, saved: dict[str, np.ndarray]) -> EpisodeTracker:
+    """The episode history a checkpoint carried, continued by ``n`` accumulators."""
+    return EpisodeTracker(n, saved["episode_returns"].tolist(), saved["episode_lengths"].tolist())
 
 
 def check_compatible(meta: dict, agent: str, env_id: str, path: str) -> None:

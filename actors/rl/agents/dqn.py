@@ -8,7 +8,6 @@ settings) keeps numpy's per-call overhead away from the environment loop. Discre
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,9 +192,9 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         resumed_from = None
 
         path = checkpoint_path
-        if path is not None and os.path.exists(path):
-            saved, meta = common.load_checkpoint(path)
-            common.check_compatible(meta, NAME, env_id, path)
+        resume = common.load_resumable(path, NAME, env_id)
+        if resume is not None:
+            saved, meta = resume
             common.unpack_into("param", saved, [learner.flat, learner.target_flat], path)
             common.unpack_into("adam_m", saved, learner.opt.m, path)
             common.unpack_into("adam_v", saved, learner.opt.v, path)
@@ -204,8 +203,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             timesteps, grad_steps = int(meta["timesteps"]), int(meta["grad_steps"])
             next_train, next_target = int(meta["next_train"]), int(meta["next_target"])
             rng = common.rng_from_json(meta["rng"])
-            tracker = common.EpisodeTracker(N, saved["episode_returns"].tolist(),
-                                            saved["episode_lengths"].tolist())
+            tracker = common.restored_tracker(N, saved)
             env_seed = common.env_seed_for(seed, timesteps)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps

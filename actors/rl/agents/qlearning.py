@@ -7,7 +7,6 @@ down action 0. The learned table's argmax is the returned greedy policy.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -82,14 +81,13 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         env_seed = int(rng.integers(2**31 - 1))
 
         path = checkpoint_path
-        if path is not None and os.path.exists(path):
-            saved, meta = common.load_checkpoint(path)
-            common.check_compatible(meta, NAME, env_id, path)
+        resume = common.load_resumable(path, NAME, env_id)
+        if resume is not None:
+            saved, meta = resume
             common.unpack_into("q", saved, [q], path)
             timesteps = int(meta["timesteps"])
             rng = common.rng_from_json(meta["rng"])
-            tracker = common.EpisodeTracker(0, saved["episode_returns"].tolist(),
-                                            saved["episode_lengths"].tolist())
+            tracker = common.restored_tracker(0, saved)
             env_seed = common.env_seed_for(seed, timesteps)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps
