@@ -15,6 +15,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.events import rfc3339
 from storage.models import Task, utcnow
 from storage.result_channel import CeleryResultChannel
 
@@ -126,8 +127,6 @@ def cancel(session: Session, task: Task) -> Task:
 
 def to_public(task: Task) -> dict[str, Any]:
     """The polling API's view of a task."""
-    from storage.events import rfc3339
-
     error = None
     if task.error:
         error = {k: task.error[k] for k in ("type", "code", "message", "retryable") if k in task.error}
