@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from analytics import layout
+from analytics import filecache, layout
 from analytics.schemas import PARTITION_SCHEMA, Dataset, dataset
 from analytics.snapshots import FOOTER_BATCHES
 
@@ -190,15 +191,18 @@ def read_table(snapshots_dir: Path | str, name: str, *, columns: Sequence[str] |
 def _read_once(ds: Dataset, root: Path, columns: list[str], envs: set[str] | None, since: date | None,
                flt: pc.Expression | None, dictionary: Sequence[str], *, check: bool) -> pa.Table:
     try:
-        chosen = plan(layout.list_files(root, envs=envs, since=since))
+        listed = layout.list_files(root, envs=envs, since=since)
+        chosen = plan(listed)
         if not chosen.files and not chosen.partial:
             return _empty(ds, columns, dictionary)
+        cache = filecache.for_dataset(root)
         tables = []
+        if cache is not None:
+            tables, chosen = _from_cache(cache, ds, root, listed, chosen, columns, flt, dictionary)
         if chosen.files:
             tables.append(_scan(ds, [f.path for f in chosen.files], root, columns, flt, dictionary))
         for f, stale in chosen.partial:
-            keep = ~pc.field("batch_id").isin(pa.array(stale, pa.string()))
-            tables.append(_scan(ds, [f.path], root, columns, keep if flt is None else flt & keep, dictionary))
+            tables.append(_scan(ds, [f.path], root, columns, _without(stale, flt), dictionary))
     except (FileNotFoundError, ChangedDuringRead) as exc:
         if not check:
             raise
@@ -209,11 +213,78 @@ def _read_once(ds: Dataset, root: Path, columns: list[str], envs: set[str] | Non
         if check and "No such file" in str(exc):
             raise ChangedDuringRead(str(exc)) from exc
         raise
+    if not tables:
+        return _empty(ds, columns, dictionary)
     if len(tables) == 1:
         return tables[0]
     if dictionary:
         return pa.concat_tables(tables).unify_dictionaries()
     return pa.concat_tables(tables)
+
+
+def _without(stale: list[str], flt: pc.Expression | None) -> pc.Expression:
+    keep = ~pc.field("batch_id").isin(pa.array(stale, pa.string()))
+    return keep if flt is None else flt & keep
+
+
+def _from_cache(cache: filecache.PartitionTables, ds: Dataset, root: Path, listed: Sequence[layout.DataFile],
+                chosen: Plan, columns: list[str], flt: pc.Expression | None, dictionary: Sequence[str]
+                ) -> tuple[list[pa.Table], Plan]:
+    """Answer from the cache's partitions (bringing them up to date first); what it cannot hold is
+    left to scan."""
+    whole = {f.path for f in chosen.files}
+    partial = {f.path: stale for f, stale in chosen.partial}
+    by_dir: dict[Path, list[layout.DataFile]] = {}
+    for f in listed:
+        by_dir.setdefault(f.path.parent, []).append(f)
+    pieces, rest = [], Plan()
+    for directory, files in by_dir.items():
+        entries = []
+        for f in files:
+            identity = _identity_or_changed(f.path)
+            entries.append(filecache.Listed(f.path.name, identity, identity[2]))
+
+        def decode(name: str, identity: tuple, directory: Path = directory) -> pa.Table:
+            path = directory / name
+            table = _scan(ds, [path], root, ds.full_schema.names, None, ())
+            if _identity_or_changed(path) != identity:
+                raise ChangedDuringRead(str(path))
+            return table
+
+        rows = cache.rows(directory, entries, decode)
+        if rows is None:
+            rest.files += [f for f in files if f.path in whole]
+            rest.partial += [(f, partial[f.path]) for f in files if f.path in partial]
+            continue
+        if all(f.path in whole for f in files):
+            pieces.append(rows.table)
+            continue
+        keep = np.zeros(rows.table.num_rows, dtype=bool)
+        for f in files:
+            start, n = rows.ranges[f.path.name]
+            if f.path in whole:
+                keep[start:start + n] = True
+            elif f.path in partial:
+                stale = pc.is_in(rows.table.column("batch_id").slice(start, n), pa.array(partial[f.path], pa.string()))
+                keep[start:start + n] = ~stale.to_numpy(zero_copy_only=False)
+        pieces.append(rows.table.filter(pa.array(keep)))
+    if not pieces:
+        return [], rest
+    table = pa.concat_tables(pieces)
+    if flt is not None:
+        table = table.filter(flt)
+    table = table.select(columns)
+    for name in dictionary:
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(i).cast(pa.dictionary(pa.int32(), table.schema.field(i).type)))
+    return [table], rest
+
+
+def _identity_or_changed(path: Path) -> tuple:
+    try:
+        return _identity(path)
+    except FileNotFoundError as exc:
+        raise ChangedDuringRead(str(path)) from exc
 
 
 def read(snapshots_dir: Path | str, name: str, **kwargs) -> pd.DataFrame:

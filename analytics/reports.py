@@ -322,13 +322,13 @@ def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
                         columns=["model_id", "model_name", "agent", "source", "evaluated_at"])
     info = info.sort_values("evaluated_at")
     evaluations = info.groupby("model_id").size()
-    info = info.drop_duplicates("model_id", keep="last").set_index("model_id")
+    info = info.drop_duplicates("model_id", keep="last")
+    meta = {m: (text(name), text(agent_), text(source)) for m, name, agent_, source in
+            zip(info["model_id"], info["model_name"], info["agent"], info["source"], strict=True)}
     out = []
     for row in table.itertuples():
-        meta = info.loc[row.model_id] if row.model_id in info.index else None
-        out.append({"model_id": row.model_id, "model_name": text(meta["model_name"]) if meta is not None else None,
-                    "agent": text(meta["agent"]) if meta is not None else None,
-                    "source": text(meta["source"]) if meta is not None else None,
+        name, agent_, source = meta.get(row.model_id, (None, None, None))
+        out.append({"model_id": row.model_id, "model_name": name, "agent": agent_, "source": source,
                     "evaluations": int(evaluations.get(row.model_id, 0)), "episodes": int(row.count),
                     "iqm": num(row.iqm), "ci95": None, "mean": num(row.mean), "std": num(row.std),
                     "median": num(row.median), "min": num(row.min), "max": num(row.max),

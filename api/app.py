@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from analytics import filecache
 from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.middleware import BodyLimit
 from api.schemas import ERROR_RESPONSES
@@ -46,6 +47,7 @@ def create_app(storage: Storage) -> FastAPI:
         "poll long work as tasks and read the event log.",
     )
     app.state.storage = storage
+    filecache.enable(storage.settings.snapshots_dir, storage.settings.analytics_cache_bytes)
     for module in (environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)

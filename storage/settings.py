@@ -56,6 +56,8 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
     #: Let webhooks reach loopback, private and link-local addresses (tests, local development).
     webhook_allow_private: bool = False
+    #: Memory a gateway process may spend keeping decoded analytics snapshot files (0: none).
+    analytics_cache_bytes: int = 128 * 1_048_576
     extra: dict = field(default_factory=dict)
 
     @property
@@ -199,4 +201,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics=_bool(env, "RESIMHUB_WORKER_METRICS", False),
         webhook_retry_schedule=_schedule(env, "RESIMHUB_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
         webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
+        analytics_cache_bytes=_int(env, "RESIMHUB_ANALYTICS_CACHE_MB", 128) * 1_048_576,
     )

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
-
 from analytics import readers, reports
 from analytics.errors import NotEnoughData
 from api.errors import Invalid, NotFound
+from api.memory import release_unused
 from api.services.catalog import require_known_agent
 from storage.context import Storage
 
@@ -35,9 +34,9 @@ def _bounded(fn: Callable) -> Callable:
             try:
                 return fn(*args, **kwargs)
             finally:
-                # Arrow's allocator keeps freed pages for reuse; hand them back after each read so a
+                # Allocators keep freed pages for reuse; hand them back after each read so a
                 # long-running gateway's memory follows its current reads, not its largest one.
-                pa.default_memory_pool().release_unused()
+                release_unused()
 
     return wrapper
 

@@ -16,6 +16,8 @@ from analytics.errors import CompactionBusy
 from analytics.snapshots import Batch, write_batch
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("read_mode")
+
 DAY = datetime(2026, 6, 1, tzinfo=UTC)
 ENVS = ("CartPole-v1", "ALE/Pong-v5")
 

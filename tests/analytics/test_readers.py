@@ -12,6 +12,8 @@ import pytest
 from analytics import compaction, layout, readers
 from analytics.snapshots import FOOTER_BATCHES, Batch, write_batch
 
+pytestmark = pytest.mark.usefixtures("read_mode")
+
 DAY = datetime(2026, 4, 2, tzinfo=UTC)
 
 

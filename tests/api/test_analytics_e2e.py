@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from analytics import readers
+from analytics import filecache, readers, reports
 from api.cli import main
 from storage.models import Evaluation, Experiment, TrainingRun
 from tests.support.hubs import running_hub, settings_for
@@ -133,6 +133,25 @@ def test_fastapi_routes_filter_rank_and_compare(trained):
 
     datasets = {d["name"]: d for d in client.get("/api/analytics/datasets").json()}
     assert datasets["episodes"]["rows"] > 0 and datasets["experiments"]["batches"] == 2
+
+
+def test_the_gateway_reads_each_snapshot_file_once(trained):
+    """The gateway keeps decoded partitions (analytics.filecache): a repeated request decodes
+    nothing, and answers what a read of the files answers."""
+    cache = filecache.for_dataset(trained.settings.snapshots_dir / "episodes")
+    assert cache is not None and cache.max_bytes == trained.settings.analytics_cache_bytes
+    client = trained.client
+    first = client.get("/api/analytics/leaderboard", params={"env": ENV}).json()
+    decoded = cache.decoded_files
+    assert decoded > 0 and cache.used_bytes > 0
+    assert client.get("/api/analytics/leaderboard", params={"env": ENV}).json() == first
+    assert client.get("/api/v1/analytics/recent").status_code == 200
+    assert cache.decoded_files == decoded
+    filecache.enable(trained.settings.snapshots_dir, 0)
+    try:
+        assert reports.leaderboards(trained.settings.snapshots_dir, env=ENV) == first
+    finally:
+        filecache.enable(trained.settings.snapshots_dir, trained.settings.analytics_cache_bytes)
 
 
 def test_rebuild_from_the_database_writes_what_the_pipeline_wrote(trained, monkeypatch, capsys):

@@ -7,6 +7,8 @@ def test_defaults_are_embedded(tmp_path):
     s = load_settings({"RESIMHUB_DATA_DIR": str(tmp_path)})
     assert s.database_url == f"sqlite:///{(tmp_path / 'resimhub.db').resolve()}"
     assert s.embedded_broker and s.redis_url is None
+    assert s.analytics_cache_bytes == 128 * 1_048_576
+    assert load_settings({"RESIMHUB_ANALYTICS_CACHE_MB": "0"}).analytics_cache_bytes == 0
 
 
 def test_cluster_urls_are_taken_as_given():
@@ -27,6 +29,8 @@ def test_cluster_urls_are_taken_as_given():
         ("RESIMHUB_RELAY_POLL_INTERVAL", "fast"),
         ("RESIMHUB_LOG_LEVEL", "LOUD"),
         ("RESIMHUB_QUEUE_PREFIX", "a b"),
+        ("RESIMHUB_ANALYTICS_CACHE_MB", "lots"),
+        ("RESIMHUB_ANALYTICS_CACHE_MB", "-1"),
     ],
 )
 def test_malformed_values_name_the_variable(name, value):
