@@ -249,7 +249,7 @@ def _from_cache(cache: filecache.PartitionTables, ds: Dataset, root: Path, liste
             table = _scan(ds, [path], root, ds.full_schema.names, None, ())
             if _identity_or_changed(path) != identity:
                 raise ChangedDuringRead(str(path))
-            return table
+            return _strings_as_dictionaries(table)
 
         rows = cache.rows(directory, entries, decode)
         if rows is None:
@@ -270,14 +270,23 @@ def _from_cache(cache: filecache.PartitionTables, ds: Dataset, root: Path, liste
         pieces.append(rows.table.filter(pa.array(keep)))
     if not pieces:
         return [], rest
-    table = pa.concat_tables(pieces)
-    if flt is not None:
-        table = table.filter(flt)
-    table = table.select(columns)
-    for name in dictionary:
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, table.column(i).cast(pa.dictionary(pa.int32(), table.schema.field(i).type)))
+    # A scan of the in-memory table reads only the columns asked for (and those the filter needs).
+    table = pads.InMemoryDataset(pa.concat_tables(pieces)).to_table(columns=columns, filter=flt)
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type) and f.name not in dictionary:
+            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
+        elif f.name in dictionary and not pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.dictionary(pa.int32(), f.type)))
     return [table], rest
+
+
+def _strings_as_dictionaries(table: pa.Table) -> pa.Table:
+    """Kept string columns repeat a few values per batch (ids, agent, phase, env): as dictionaries
+    they take a fraction of the memory."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_string(f.type):
+            table = table.set_column(i, f.name, pc.dictionary_encode(table.column(i)))
+    return table
 
 
 def _identity_or_changed(path: Path) -> tuple:
