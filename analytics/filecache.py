@@ -38,11 +38,15 @@ IDLE_S = 30.0
 
 @dataclass(frozen=True)
 class Listed:
-    """A file as the reader listed it: name in the partition directory, identity and size."""
+    """A file as the reader listed it: name in the partition directory and identity (path, inode,
+    size, modification time)."""
 
     name: str
     identity: tuple
-    disk_bytes: int
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.identity[2]
 
 
 @dataclass
@@ -153,11 +157,6 @@ class PartitionTables:
     def forget(self, directory: Path) -> None:
         with self._lock:
             self._partitions.pop(directory, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._partitions.clear()
-            self._too_big.clear()
 
 
 _caches: dict[Path, PartitionTables] = {}

@@ -54,10 +54,7 @@ def _identity(path: Path) -> tuple:
 def file_batches(path: Path) -> dict[str, int]:
     """``{batch_id: batch_version}`` of a file. Files without the footer key (schema version 1) hold
     one batch named after the file, versioned by modification time."""
-    try:
-        key = _identity(path)
-    except FileNotFoundError as exc:
-        raise ChangedDuringRead(str(path)) from exc
+    key = _identity_or_changed(path)
     with _footer_lock:
         hit = _footer_cache.get(key)
         if hit is not None:
@@ -241,8 +238,7 @@ def _from_cache(cache: filecache.PartitionTables, ds: Dataset, root: Path, liste
     for directory, files in by_dir.items():
         entries = []
         for f in files:
-            identity = _identity_or_changed(f.path)
-            entries.append(filecache.Listed(f.path.name, identity, identity[2]))
+            entries.append(filecache.Listed(f.path.name, _identity_or_changed(f.path)))
 
         def decode(name: str, identity: tuple, directory: Path = directory) -> pa.Table:
             path = directory / name
