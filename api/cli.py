@@ -43,21 +43,9 @@ def _refuse(message: str) -> NoReturn:
 
 
 def _active_keys(settings: Settings) -> int:
-    from sqlalchemy.exc import DBAPIError
-
     from storage import keys
-    from storage.db import Database
 
-    db = Database(settings, pool_size=1)
-    try:
-        with db.session() as session:
-            return keys.active_count(session)
-    except DBAPIError as exc:
-        if "api_keys" in str(exc.orig):  # a missing table, not the statement quoted in every error
-            _refuse("the database has no api_keys table yet; run `resimhub db upgrade` first")
-        _refuse(f"cannot reach the database to check API keys: {str(exc.orig or exc).splitlines()[0]}")
-    finally:
-        db.dispose()
+    return _keys_run(keys.active_count, settings, failure="cannot reach the database to check API keys")
 
 
 def _guard_bind(settings: Settings, host: str) -> Settings:
@@ -183,20 +171,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
-def _keys_run(fn):
+def _keys_run(fn, settings: Settings | None = None, *, failure: str = "database error"):
     """Run ``fn(session)`` against the database, turning a missing table into a one-line hint."""
     from sqlalchemy.exc import DBAPIError
 
     from storage.db import Database
 
-    db = Database(_settings(), pool_size=1)
+    db = Database(settings or _settings(), pool_size=1)
     try:
         with db.session() as session:
             return fn(session)
     except DBAPIError as exc:
         if "api_keys" in str(exc.orig):  # a missing table, not the statement quoted in every error
             _refuse("the database has no api_keys table yet; run `resimhub db upgrade` first")
-        _refuse(f"database error: {str(exc.orig or exc).splitlines()[0]}")
+        _refuse(f"{failure}: {str(exc.orig or exc).splitlines()[0]}")
     finally:
         db.dispose()
 
