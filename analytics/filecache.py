@@ -179,3 +179,9 @@ def for_dataset(dataset_root: Path) -> PartitionTables | None:
     if not _caches:
         return None
     return _caches.get(dataset_root.resolve().parent)
+
+
+def decoded_files() -> int:
+    """Files decoded into any cache of this process so far."""
+    with _caches_lock:
+        return sum(c.decoded_files for c in _caches.values())

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analytics import filecache
+from api import analytics_reads
 from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.middleware import BodyLimit
 from api.schemas import ERROR_RESPONSES
@@ -37,7 +38,11 @@ def create_app(storage: Storage) -> FastAPI:
         # Sync routes run in AnyIO's thread pool (40 threads by default). More threads than pooled
         # database connections only queue on the pool while fighting over the GIL, so match them.
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
+        if reads is not None:
+            reads.start()  # the child imports pandas and Arrow while the gateway starts serving
         yield
+        if reads is not None:
+            analytics_reads.disable(reads)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -47,7 +52,7 @@ def create_app(storage: Storage) -> FastAPI:
         "poll long work as tasks and read the event log.",
     )
     app.state.storage = storage
-    filecache.enable(storage.settings.snapshots_dir, storage.settings.analytics_cache_bytes)
+    reads = _analytics_reads(storage)
     for module in (environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
@@ -61,6 +66,16 @@ def create_app(storage: Storage) -> FastAPI:
                        upload_prefixes=UPLOAD_PREFIXES)
     _install_observability_and_auth(app, storage)
     return app
+
+
+def _analytics_reads(storage: Storage) -> analytics_reads.AnalyticsReads | None:
+    settings = storage.settings
+    if not settings.analytics_child:
+        filecache.enable(settings.snapshots_dir, settings.analytics_cache_bytes)
+        return None
+    filecache.enable(settings.snapshots_dir, 0)  # the child keeps the decoded partitions
+    return analytics_reads.enable(settings.snapshots_dir, cache_bytes=settings.analytics_cache_bytes,
+                                  recycle_bytes=settings.analytics_recycle_bytes)
 
 
 def _install_observability_and_auth(app: FastAPI, storage: Storage) -> None:

@@ -58,6 +58,10 @@ class Settings:
     webhook_allow_private: bool = False
     #: Memory a gateway process may spend keeping decoded analytics snapshot files (0: none).
     analytics_cache_bytes: int = 128 * 1_048_576
+    #: Answer analytics reads in a child process of each gateway process (false: in its threads).
+    analytics_child: bool = True
+    #: Replace that child once its memory, beyond what Arrow holds, has grown by this much.
+    analytics_recycle_bytes: int = 32 * 1_048_576
     extra: dict = field(default_factory=dict)
 
     @property
@@ -202,4 +206,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_retry_schedule=_schedule(env, "RESIMHUB_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
         webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
         analytics_cache_bytes=_int(env, "RESIMHUB_ANALYTICS_CACHE_MB", 128) * 1_048_576,
+        analytics_child=_bool(env, "RESIMHUB_ANALYTICS_CHILD", True),
+        analytics_recycle_bytes=_int(env, "RESIMHUB_ANALYTICS_RECYCLE_MB", 32, minimum=1) * 1_048_576,
     )

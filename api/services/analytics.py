@@ -6,14 +6,12 @@ load never competes with the pipeline's transactions.
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analytics import readers, reports
 from analytics.errors import NotEnoughData
+from api import analytics_reads
 from api.errors import Invalid, NotFound
 from api.memory import release_unused
 from api.services.catalog import require_known_agent
@@ -21,24 +19,27 @@ from storage.context import Storage
 
 MAX_LIMIT = 1000
 MAX_RESAMPLES = 10_000
-# Each read materialises the columns it needs from many Parquet files; sixteen of them at once
-# (the load test's readers) tripled the gateway's memory. Two at a time keep it flat; the rest wait.
-MAX_CONCURRENT_READS = 2
+# Without a child process (RESIMHUB_ANALYTICS_CHILD=false) reads run in the gateway's threads.
+# Each materialises the columns it needs from many Parquet files; sixteen of them at once (the load
+# test's readers) tripled the gateway's memory. Two at a time keep it flat; the rest wait.
+MAX_CONCURRENT_READS = analytics_reads.SLOTS
 _reads = threading.BoundedSemaphore(MAX_CONCURRENT_READS)
 
 
-def _bounded(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _reads:
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                # Allocators keep freed pages for reuse; hand them back after each read so a
-                # long-running gateway's memory follows its current reads, not its largest one.
-                release_unused()
-
-    return wrapper
+def _read(storage: Storage, name: str, **given):
+    """Run the read ``name`` in the gateway's analytics child process, or here if it has none.
+    Arguments left at None take the report's own default."""
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    pool = analytics_reads.for_dir(_dir(storage))
+    if pool is not None:
+        return pool.call(name, **kwargs)
+    with _reads:
+        try:
+            return analytics_reads.read_function(name)(_dir(storage), **kwargs)
+        finally:
+            # Allocators keep freed pages for reuse; hand them back after each read so a
+            # long-running gateway's memory follows its current reads, not its largest one.
+            release_unused()
 
 
 def _dir(storage: Storage) -> Path:
@@ -79,38 +80,33 @@ def parse_limit(raw: str | None, default: int = 20) -> int:
     return value
 
 
-@_bounded
 def recent(storage: Storage, *, env: str | None = None, agent: str | None = None, since: datetime | None = None,
            limit: int = 20) -> dict:
-    return reports.recent(_dir(storage), env=env, agent=agent_name(agent), since=utc(since), limit=limit)
+    return _read(storage, "recent", env=env, agent=agent_name(agent), since=utc(since), limit=limit)
 
 
-@_bounded
-def experiment(storage: Storage, experiment_id: int, *, bins: int = reports.CURVE_BINS) -> dict:
-    body = reports.experiment(_dir(storage), experiment_id, bins=bins)
+def experiment(storage: Storage, experiment_id: int, *, bins: int | None = None) -> dict:
+    body = _read(storage, "experiment", experiment_id=experiment_id, bins=bins)
     if body is None:
         raise NotFound(f"experiment {experiment_id} is not in the analytics snapshots (it may not exist, or not "
                        "have been snapshotted yet)", details={"experiment_id": experiment_id})
     return body
 
 
-@_bounded
 def leaderboards(storage: Storage, *, env: str | None = None, agent: str | None = None,
-                 since: datetime | None = None, limit: int = 20, resamples: int = reports.CI_RESAMPLES) -> dict:
-    return reports.leaderboards(_dir(storage), env=env, agent=agent_name(agent), since=utc(since), limit=limit,
-                                ci_resamples=resamples)
+                 since: datetime | None = None, limit: int = 20, resamples: int | None = None) -> dict:
+    return _read(storage, "leaderboards", env=env, agent=agent_name(agent), since=utc(since), limit=limit,
+                 ci_resamples=resamples)
 
 
-@_bounded
 def compare(storage: Storage, *, env: str, agents: str | None = None, since: datetime | None = None,
-            resamples: int = reports.CI_RESAMPLES) -> dict:
+            resamples: int | None = None) -> dict:
     names = [require_known_agent(a.strip()) for a in (agents or "").split(",") if a.strip()] or None
     try:
-        return reports.compare_agents(_dir(storage), env, names, since=utc(since), ci_resamples=resamples)
+        return _read(storage, "compare", env=env, agents=names, since=utc(since), ci_resamples=resamples)
     except NotEnoughData as exc:
         raise Invalid(str(exc), code="not_enough_data", details={"env_name": env, "agents": names}) from None
 
 
-@_bounded
 def datasets(storage: Storage) -> list[dict]:
-    return readers.dataset_summary(_dir(storage))
+    return _read(storage, "datasets")

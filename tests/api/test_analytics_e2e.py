@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from analytics import filecache, readers, reports
+from api import analytics_reads
 from api.cli import main
 from storage.models import Evaluation, Experiment, TrainingRun
 from tests.support.hubs import running_hub, settings_for
@@ -136,22 +137,19 @@ def test_fastapi_routes_filter_rank_and_compare(trained):
 
 
 def test_the_gateway_reads_each_snapshot_file_once(trained):
-    """The gateway keeps decoded partitions (analytics.filecache): a repeated request decodes
-    nothing, and answers what a read of the files answers."""
-    cache = filecache.for_dataset(trained.settings.snapshots_dir / "episodes")
-    assert cache is not None and cache.max_bytes == trained.settings.analytics_cache_bytes
+    """The gateway's analytics child keeps decoded partitions (analytics.filecache): a repeated
+    request decodes nothing, and answers what a read of the files answers."""
+    reads = analytics_reads.for_dir(trained.settings.snapshots_dir)
+    assert reads is not None and reads.cache_bytes == trained.settings.analytics_cache_bytes
+    assert filecache.for_dataset(trained.settings.snapshots_dir / "episodes") is None  # not in the gateway itself
     client = trained.client
     first = client.get("/api/analytics/leaderboard", params={"env": ENV}).json()
-    decoded = cache.decoded_files
-    assert decoded > 0 and cache.used_bytes > 0
+    decoded = reads.stats()["decoded_files"]
+    assert decoded > 0 and reads.stats()["arrow_bytes"] > 0
     assert client.get("/api/analytics/leaderboard", params={"env": ENV}).json() == first
     assert client.get("/api/v1/analytics/recent").status_code == 200
-    assert cache.decoded_files == decoded
-    filecache.enable(trained.settings.snapshots_dir, 0)
-    try:
-        assert reports.leaderboards(trained.settings.snapshots_dir, env=ENV) == first
-    finally:
-        filecache.enable(trained.settings.snapshots_dir, trained.settings.analytics_cache_bytes)
+    assert reads.stats()["decoded_files"] == decoded
+    assert reports.leaderboards(trained.settings.snapshots_dir, env=ENV) == first
 
 
 def test_rebuild_from_the_database_writes_what_the_pipeline_wrote(trained, monkeypatch, capsys):
