@@ -9,10 +9,11 @@ A process can give all of that back by exiting; a thread cannot.
 So one child process per gateway process answers the reads, two at a time (one thread per pipe).
 After each answer it reports its RSS and the bytes Arrow still holds (the partition cache and
 nothing else between reads). When RSS not explained by those bytes has grown by more than
-``recycle_bytes`` since its first answer, a fresh child is started; once it has imported what it
-needs it takes the new reads, and the old one exits when its reads in flight are done. A child that
-dies is replaced and the read retried once; a read that outlives ``timeout_s`` kills its child.
-Either way the client gets a 503 with ``Retry-After``, never a hang or a 500.
+``recycle_bytes`` since the child warmed up (its first ``warm_reads`` answers), a fresh child is
+started; once it has imported what it needs it takes the new reads, and the old one exits when its
+reads in flight are done. A child that dies is replaced and the read retried once. If the retry
+fails too, or a read outlives ``timeout_s`` (its child is then killed), the client gets a 503 with
+``Retry-After``: never a hang, never a 500.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 SLOTS = 2
 START_TIMEOUT_S = 60.0
 READ_TIMEOUT_S = 120.0
+#: Answers a fresh child gives before its memory counts as its working set (measured in the load
+#: test: its first reads, of a few kinds, grow it by tens of MiB before it levels off).
+WARM_READS = 50
 RETRY_AFTER = {"Retry-After": "2"}
 #: Reads a child answers, by name; resolved in the child, so the gateway never imports pandas.
 READS = {
@@ -130,8 +134,9 @@ class _Child:
     process: multiprocessing.process.BaseProcess
     conns: list[Connection]
     ready: Connection
-    #: RSS minus Arrow's bytes after the first answer; growth is measured from here
+    #: RSS minus Arrow's bytes after ``warm_reads`` answers; growth is measured from there
     baseline: int | None = None
+    answers: int = 0
     footprint: tuple[int, int, int] | None = None
     retired: bool = False
     open_slots: int = 0
@@ -183,12 +188,13 @@ class AnalyticsReads:
     :meth:`start`) and stops with :meth:`close`."""
 
     def __init__(self, snapshots_dir: Path | str, *, cache_bytes: int, recycle_bytes: int,
-                 timeout_s: float = READ_TIMEOUT_S, slots: int = SLOTS) -> None:
+                 timeout_s: float = READ_TIMEOUT_S, slots: int = SLOTS, warm_reads: int = WARM_READS) -> None:
         self.snapshots_dir = str(snapshots_dir)
         self.cache_bytes = cache_bytes
         self.recycle_bytes = recycle_bytes
         self.timeout_s = timeout_s
         self.slots = slots
+        self.warm_reads = warm_reads
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Slot] = queue.Queue()
@@ -310,8 +316,10 @@ class AnalyticsReads:
                 child.close_slot(slot.conn)
                 return
             self._idle.put(slot)
+            child.answers += 1
             if child.baseline is None:
-                child.baseline = unexplained
+                if child.answers >= self.warm_reads:
+                    child.baseline = unexplained
                 return
             drift = unexplained - child.baseline
             if drift <= self.recycle_bytes or self._recycling:

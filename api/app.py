@@ -71,6 +71,8 @@ def create_app(storage: Storage) -> FastAPI:
 def _analytics_reads(storage: Storage) -> analytics_reads.AnalyticsReads | None:
     settings = storage.settings
     if not settings.analytics_child:
+        if (running := analytics_reads.for_dir(settings.snapshots_dir)) is not None:
+            analytics_reads.disable(running)
         filecache.enable(settings.snapshots_dir, settings.analytics_cache_bytes)
         return None
     filecache.enable(settings.snapshots_dir, 0)  # the child keeps the decoded partitions

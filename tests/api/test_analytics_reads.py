@@ -9,15 +9,22 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from analytics import reports
 from analytics.errors import NotEnoughData
+from api import analytics_reads
 from api.analytics_reads import AnalyticsReads, RemoteTraceback
+from api.app import create_app
 from api.errors import Unavailable
+from storage.context import open_storage
+from storage.migrate import upgrade
 from tests.analytics import synthetic
+from tests.support.hubs import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +96,7 @@ def test_a_read_over_the_time_limit_is_a_503_and_the_next_read_gets_a_fresh_chil
 
 def test_a_drifted_child_is_replaced_without_failing_reads_in_flight(snapshots):
     # Every answer after the first counts as drift here, so the child is replaced again and again.
-    pool = AnalyticsReads(snapshots, cache_bytes=32 * 1_048_576, recycle_bytes=-(1 << 40))
+    pool = AnalyticsReads(snapshots, cache_bytes=32 * 1_048_576, recycle_bytes=-(1 << 40), warm_reads=1)
     try:
         expected = reports.recent(snapshots)
         first_pid = None
@@ -140,3 +147,26 @@ def test_the_child_exits_when_the_gateway_process_dies(snapshots):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert _gone(int(out.stdout.strip()))
+
+
+def test_a_gateway_answers_the_same_with_and_without_its_child(tmp_path):
+    settings = settings_for(tmp_path)
+    upgrade(settings)
+    storage = open_storage(settings)
+    for i, agent in enumerate(["CEM", "PPO", "PPO"], start=1):
+        synthetic.experiment(settings.snapshots_dir, i, agent)
+    paths = ["/api/analytics/recent", "/api/analytics/leaderboard?env=CartPole-v1", "/api/analytics/experiments/2",
+             "/api/analytics/compare?env=CartPole-v1", "/api/analytics/datasets", "/api/v1/analytics/recent",
+             "/api/analytics/experiments/7", "/api/analytics/compare?env=CartPole-v1&agents=PPO"]
+    try:
+        answers = {}
+        for child in (True, False):
+            app = create_app(replace(storage, settings=settings.with_overrides(analytics_child=child)))
+            with TestClient(app) as client:
+                assert (analytics_reads.for_dir(settings.snapshots_dir) is not None) == child
+                answers[child] = [(r.status_code, r.json()) for r in map(client.get, paths)]
+        assert answers[True] == answers[False]
+        assert [status for status, _ in answers[True]] == [200] * 6 + [404, 422]
+        assert analytics_reads.for_dir(settings.snapshots_dir) is None  # the app's shutdown stopped its child
+    finally:
+        storage.close()

@@ -54,23 +54,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """RSS of ``pid`` and all its descendants (``--workers N`` gateways are a process tree)."""
+def tree_rss_bytes(pid: int) -> tuple[int, int]:
+    """RSS of ``pid`` and all its descendants (``--workers N`` gateways and the analytics child
+    make a process tree), and of ``pid`` alone."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with suppress(OSError, IndexError, ValueError):
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [pid]
+    total, own, todo = 0, 0, [pid]
     while todo:
         p = todo.pop()
         with suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
+                    own = own or int(line.split()[1]) * 1024
         todo += children.get(p, [])
-    return total
+    return total, own
 
 
 @dataclass
@@ -222,15 +224,15 @@ async def baseline(base: str, seconds: float, connections: int) -> dict:
 async def mixed(base: str, args, gateway_pid: int) -> dict:
     stats = Stats()
     traffic = Traffic(base, stats, args.seed, analytics=not args.no_analytics)
-    rss: list[tuple[float, int]] = []
+    rss: list[tuple[float, int, int]] = []
     start = time.monotonic()
     until = start + args.seconds
 
     async def sample_rss():
         while time.monotonic() < until:
-            rss.append((time.monotonic() - start, tree_rss_bytes(gateway_pid)))
+            rss.append((time.monotonic() - start, *tree_rss_bytes(gateway_pid)))
             await asyncio.sleep(args.rss_every)
-        rss.append((time.monotonic() - start, tree_rss_bytes(gateway_pid)))
+        rss.append((time.monotonic() - start, *tree_rss_bytes(gateway_pid)))
 
     limits = httpx.Limits(max_connections=args.readers + 32, max_keepalive_connections=args.readers + 32)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
@@ -261,8 +263,9 @@ def report(base: dict, run: dict, args) -> tuple[str, bool]:
     errors = sum(stats.errors.values())
     every = [x for v in stats.latencies.values() for x in v]
     rss = run["rss"]
-    warm = [b for t, b in rss if t >= args.warmup] or [b for _, b in rss]
-    rss_start, rss_end, rss_max = warm[0], rss[-1][1], max(b for _, b in rss)
+    warm = [(b, own) for t, b, own in rss if t >= args.warmup] or [(b, own) for _, b, own in rss]
+    (rss_start, own_start), (rss_end, own_end) = warm[0], rss[-1][1:]
+    rss_max = max(b for _, b, _ in rss)
     growth = (rss_end - rss_start) / rss_start
     lines = [
         f"load test: {args.seconds:.0f} s of mixed traffic, {args.readers} closed-loop readers + "
@@ -288,7 +291,10 @@ def report(base: dict, run: dict, args) -> tuple[str, bool]:
         f"{run['task_statuses']}",
         f"gateway RSS: {rss_start / 2**20:.1f} MiB after {args.warmup:.0f} s warm-up -> {rss_end / 2**20:.1f} MiB "
         f"at the end (max {rss_max / 2**20:.1f} MiB, {len(rss)} samples): growth {growth * 100:+.1f} %",
-        "RSS samples (s, MiB): " + ", ".join(f"{t:.0f}:{b / 2**20:.1f}" for t, b in rss[:: max(1, len(rss) // 12)]),
+        f"  of which the gateway process itself: {own_start / 2**20:.1f} -> {own_end / 2**20:.1f} MiB; its "
+        f"children (analytics process, multiprocessing's resource tracker): {(rss_start - own_start) / 2**20:.1f} -> "
+        f"{(rss_end - own_end) / 2**20:.1f} MiB; analytics process replaced {run['recycles']} times",
+        "RSS samples (s, MiB): " + ", ".join(f"{t:.0f}:{b / 2**20:.1f}" for t, b, _ in rss[:: max(1, len(rss) // 12)]),
     ]
     if stats.samples:
         lines += ["", "first errors:"] + [f"  {s}" for s in stats.samples]
@@ -370,6 +376,7 @@ def main() -> int:
               "traffic", flush=True)
         base_figures = asyncio.run(baseline(base, args.baseline_seconds, args.readers))
         run = asyncio.run(mixed(base, args, gateway.pid))
+        run["recycles"] = (logs / "api.log").read_text(errors="replace").count("starting a fresh one")
     text, ok = report(base_figures, run, args)
     print(text)
     if args.json:
