@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import queue
 import resource
 import signal
 import sys
 import threading
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -183,6 +183,16 @@ class _Slot:
     conn: Connection
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A read waiting for a slot. Slots are handed to waiters in arrival order: with a plain queue
+    a thread returning its slot took it straight back, and a waiting read starved (seen for 120 s
+    with four readers on two slots)."""
+
+    handed: threading.Event = field(default_factory=threading.Event)
+    slot: _Slot | None = None
+
+
 class AnalyticsReads:
     """Runs :data:`READS` in a child process; thread-safe. The child starts at the first read (or
     :meth:`start`) and stops with :meth:`close`."""
@@ -197,7 +207,8 @@ class AnalyticsReads:
         self.warm_reads = warm_reads
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._idle: queue.Queue[_Slot] = queue.Queue()
+        self._idle: list[_Slot] = []
+        self._waiters: deque[_Waiter] = deque()
         self._child: _Child | None = None
         self._recycling = False
         self._closed = False
@@ -216,7 +227,9 @@ class AnalyticsReads:
         with self._lock:
             self._closed = True
             child, self._child = self._child, None
-            self._drain(keep=None)
+            self._close_idle()
+            while self._waiters:
+                self._waiters.popleft().handed.set()  # with no slot: refused below
         if child is not None:
             child.retired = True
             child.process.join(10)
@@ -247,24 +260,26 @@ class AnalyticsReads:
         old, self._child = self._child, child
         if old is not None:
             old.retired = True
-        self._drain(keep=None)
+        self._close_idle()
         for conn in child.conns:
-            self._idle.put(_Slot(child, conn))
+            self._give(_Slot(child, conn))
 
-    def _drain(self, keep: _Child | None) -> None:
-        """Close the idle slots of every child but ``keep`` (caller holds ``_lock``)."""
-        kept = []
-        while True:
-            try:
-                slot = self._idle.get_nowait()
-            except queue.Empty:
-                break
-            if slot.child is keep:
-                kept.append(slot)
-            else:
-                slot.child.close_slot(slot.conn)
-        for slot in kept:
-            self._idle.put(slot)
+    def _close_idle(self) -> None:
+        """Close the idle slots; only a retired child's are ever idle here (caller holds ``_lock``)."""
+        for slot in self._idle:
+            slot.child.close_slot(slot.conn)
+        self._idle.clear()
+
+    def _give(self, slot: _Slot) -> None:
+        """A slot back from a read, or new: to the longest-waiting read (caller holds ``_lock``)."""
+        if slot.child.retired or self._closed:
+            slot.child.close_slot(slot.conn)
+        elif self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.slot = slot
+            waiter.handed.set()
+        else:
+            self._idle.append(slot)
 
     # -- reads
 
@@ -295,16 +310,24 @@ class AnalyticsReads:
         raise AssertionError("unreachable")
 
     def _checkout(self) -> _Slot:
+        if self._closed:
+            raise _stopped()
         self.start()
-        while True:
-            try:
-                slot = self._idle.get(timeout=self.timeout_s)
-            except queue.Empty:
-                raise Unavailable("the analytics process is busy; retry shortly", code="analytics_busy",
-                                  headers=RETRY_AFTER) from None
-            if not slot.child.retired:
-                return slot
-            slot.child.close_slot(slot.conn)
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+        waiter.handed.wait(self.timeout_s)
+        with self._lock:
+            if waiter.slot is not None:
+                return waiter.slot
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if self._closed:
+            raise _stopped()
+        raise Unavailable("the analytics process is busy; retry shortly", code="analytics_busy",
+                          headers=RETRY_AFTER)
 
     def _checkin(self, slot: _Slot, footprint: tuple[int, int, int]) -> None:
         rss, arrow, _ = footprint
@@ -312,10 +335,9 @@ class AnalyticsReads:
         child = slot.child
         with self._lock:
             child.footprint = footprint
+            self._give(slot)
             if child.retired or self._closed:
-                child.close_slot(slot.conn)
                 return
-            self._idle.put(slot)
             child.answers += 1
             if child.baseline is None:
                 if child.answers >= self.warm_reads:
@@ -352,6 +374,11 @@ class AnalyticsReads:
             if self._child is child and not self._closed:
                 self._install(self._spawn())
                 self.replaced_after_failure += 1
+
+
+def _stopped() -> Unavailable:
+    return Unavailable("the analytics process has been stopped (the gateway is shutting down)",
+                       code="analytics_unavailable", headers=RETRY_AFTER)
 
 
 _pools: dict[str, AnalyticsReads] = {}

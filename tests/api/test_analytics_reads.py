@@ -127,11 +127,41 @@ def test_a_drifted_child_is_replaced_without_failing_reads_in_flight(snapshots):
         pool.close()
 
 
-def test_close_stops_the_child(reads):
+def test_a_waiting_read_gets_the_next_free_slot_even_against_busy_loops(reads):
+    """Two threads reading back to back hold both slots; a third read must get the next slot one
+    of them hands back. With a plain queue the returning thread took its slot straight again and
+    the third read waited until the loops stopped (seen for 120 s under load)."""
+    reads.call("datasets")
+    stop = time.monotonic() + 6
+    loops: list[int] = [0, 0]
+
+    def busy(i):
+        while time.monotonic() < stop:
+            reads.call("datasets")
+            loops[i] += 1
+
+    threads = [threading.Thread(target=busy, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    started = time.monotonic()
+    reads.call("recent")
+    waited = time.monotonic() - started
+    left = stop - time.monotonic()
+    for t in threads:
+        t.join(30)
+    assert min(loops) > 10 and left > 2 and waited < 1.5, (loops, waited, left)
+
+
+def test_close_stops_the_child_and_later_reads_are_refused_at_once(reads):
     reads.call("datasets")
     pid = reads.stats()["pid"]
     reads.close()
     assert _gone(pid)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        reads.call("datasets")
+    assert time.monotonic() - started < 1
 
 
 def test_the_child_exits_when_the_gateway_process_dies(snapshots):
