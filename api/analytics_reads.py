@@ -9,8 +9,8 @@ A process can give all of that back by exiting; a thread cannot.
 So one child process per gateway process answers the reads, two at a time (one thread per pipe).
 After each answer it reports its RSS and the bytes Arrow still holds (the partition cache and
 nothing else between reads). When RSS not explained by those bytes has grown by more than
-``recycle_bytes`` since the child warmed up (its first ``warm_reads`` answers), a fresh child is
-started; once it has imported what it needs it takes the new reads, and the old one exits when its
+``recycle_ratio`` of what it was when the child warmed up (after its first ``warm_reads`` answers),
+a fresh child is started; once it has imported what it needs it takes the new reads, and the old one exits when its
 reads in flight are done. A child that dies is replaced and the read retried once. If the retry
 fails too, or a read outlives ``timeout_s`` (its child is then killed), the client gets a 503 with
 ``Retry-After``: never a hang, never a 500.
@@ -197,11 +197,11 @@ class AnalyticsReads:
     """Runs :data:`READS` in a child process; thread-safe. The child starts at the first read (or
     :meth:`start`) and stops with :meth:`close`."""
 
-    def __init__(self, snapshots_dir: Path | str, *, cache_bytes: int, recycle_bytes: int,
+    def __init__(self, snapshots_dir: Path | str, *, cache_bytes: int, recycle_ratio: float,
                  timeout_s: float = READ_TIMEOUT_S, slots: int = SLOTS, warm_reads: int = WARM_READS) -> None:
         self.snapshots_dir = str(snapshots_dir)
         self.cache_bytes = cache_bytes
-        self.recycle_bytes = recycle_bytes
+        self.recycle_ratio = recycle_ratio
         self.timeout_s = timeout_s
         self.slots = slots
         self.warm_reads = warm_reads
@@ -344,11 +344,11 @@ class AnalyticsReads:
                     child.baseline = unexplained
                 return
             drift = unexplained - child.baseline
-            if drift <= self.recycle_bytes or self._recycling:
+            if drift <= child.baseline * self.recycle_ratio or self._recycling:
                 return
             self._recycling = True
-        log.info("analytics process %s grew by %.1f MiB beyond what it holds; starting a fresh one",
-                 child.process.pid, drift / 2**20)
+        log.info("analytics process %s grew by %.1f MiB (%.0f %%) beyond what it holds; starting a fresh one",
+                 child.process.pid, drift / 2**20, 100 * drift / child.baseline)
         threading.Thread(target=self._recycle, args=(child,), daemon=True, name="analytics-recycle").start()
 
     def _recycle(self, old: _Child) -> None:

@@ -77,7 +77,7 @@ def _analytics_reads(storage: Storage) -> analytics_reads.AnalyticsReads | None:
         return None
     filecache.enable(settings.snapshots_dir, 0)  # the child keeps the decoded partitions
     return analytics_reads.enable(settings.snapshots_dir, cache_bytes=settings.analytics_cache_bytes,
-                                  recycle_bytes=settings.analytics_recycle_bytes)
+                                  recycle_ratio=settings.analytics_recycle_percent / 100)
 
 
 def _install_observability_and_auth(app: FastAPI, storage: Storage) -> None:

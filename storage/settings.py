@@ -7,6 +7,7 @@ configured apps in one process as they like.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -60,8 +61,8 @@ class Settings:
     analytics_cache_bytes: int = 128 * 1_048_576
     #: Answer analytics reads in a child process of each gateway process (false: in its threads).
     analytics_child: bool = True
-    #: Replace that child once its memory, beyond what Arrow holds, has grown by this much.
-    analytics_recycle_bytes: int = 32 * 1_048_576
+    #: Replace that child once its memory, beyond what Arrow holds, has grown by this many percent.
+    analytics_recycle_percent: float = 10.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -105,6 +106,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
     return value
@@ -207,5 +210,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
         analytics_cache_bytes=_int(env, "RESIMHUB_ANALYTICS_CACHE_MB", 128) * 1_048_576,
         analytics_child=_bool(env, "RESIMHUB_ANALYTICS_CHILD", True),
-        analytics_recycle_bytes=_int(env, "RESIMHUB_ANALYTICS_RECYCLE_MB", 32, minimum=1) * 1_048_576,
+        analytics_recycle_percent=_float(env, "RESIMHUB_ANALYTICS_RECYCLE_PERCENT", 10.0, minimum=1.0),
     )

@@ -39,7 +39,7 @@ def snapshots(tmp_path):
 
 @pytest.fixture
 def reads(snapshots):
-    pool = AnalyticsReads(snapshots, cache_bytes=32 * 1_048_576, recycle_bytes=1 << 40)
+    pool = AnalyticsReads(snapshots, cache_bytes=32 * 1_048_576, recycle_ratio=1e6)
     yield pool
     pool.close()
 
@@ -96,7 +96,7 @@ def test_a_read_over_the_time_limit_is_a_503_and_the_next_read_gets_a_fresh_chil
 
 def test_a_drifted_child_is_replaced_without_failing_reads_in_flight(snapshots):
     # Every answer after the first counts as drift here, so the child is replaced again and again.
-    pool = AnalyticsReads(snapshots, cache_bytes=32 * 1_048_576, recycle_bytes=-(1 << 40), warm_reads=1)
+    pool = AnalyticsReads(snapshots, cache_bytes=32 * 1_048_576, recycle_ratio=-1.0, warm_reads=1)
     try:
         expected = reports.recent(snapshots)
         first_pid = None
@@ -170,7 +170,7 @@ def test_the_child_exits_when_the_gateway_process_dies(snapshots):
         sys.path.insert(0, {str(ROOT)!r})
         from api.analytics_reads import AnalyticsReads
         if __name__ == "__main__":
-            pool = AnalyticsReads({str(snapshots)!r}, cache_bytes=0, recycle_bytes=1 << 30)
+            pool = AnalyticsReads({str(snapshots)!r}, cache_bytes=0, recycle_ratio=1e6)
             pool.call("datasets")
             print(pool.stats()["pid"], flush=True)
             os._exit(0)  # no cleanup at all, as after kill -9

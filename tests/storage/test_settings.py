@@ -9,9 +9,9 @@ def test_defaults_are_embedded(tmp_path):
     assert s.embedded_broker and s.redis_url is None
     assert s.analytics_cache_bytes == 128 * 1_048_576
     assert load_settings({"RESIMHUB_ANALYTICS_CACHE_MB": "0"}).analytics_cache_bytes == 0
-    assert s.analytics_child and s.analytics_recycle_bytes == 32 * 1_048_576
-    inline = load_settings({"RESIMHUB_ANALYTICS_CHILD": "false", "RESIMHUB_ANALYTICS_RECYCLE_MB": "200"})
-    assert not inline.analytics_child and inline.analytics_recycle_bytes == 200 * 1_048_576
+    assert s.analytics_child and s.analytics_recycle_percent == 10.0
+    inline = load_settings({"RESIMHUB_ANALYTICS_CHILD": "false", "RESIMHUB_ANALYTICS_RECYCLE_PERCENT": "25"})
+    assert not inline.analytics_child and inline.analytics_recycle_percent == 25.0
 
 
 def test_cluster_urls_are_taken_as_given():
@@ -35,7 +35,10 @@ def test_cluster_urls_are_taken_as_given():
         ("RESIMHUB_ANALYTICS_CACHE_MB", "lots"),
         ("RESIMHUB_ANALYTICS_CACHE_MB", "-1"),
         ("RESIMHUB_ANALYTICS_CHILD", "maybe"),
-        ("RESIMHUB_ANALYTICS_RECYCLE_MB", "0"),
+        ("RESIMHUB_ANALYTICS_RECYCLE_PERCENT", "0.5"),
+        ("RESIMHUB_ANALYTICS_RECYCLE_PERCENT", "lots"),
+        ("RESIMHUB_ANALYTICS_RECYCLE_PERCENT", "nan"),
+        ("RESIMHUB_WRITE_RATE", "inf"),
     ],
 )
 def test_malformed_values_name_the_variable(name, value):
