@@ -27,6 +27,7 @@ import sys
 import threading
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -215,6 +216,9 @@ class AnalyticsReads:
         #: children started to replace one whose memory drifted, or that died
         self.recycled = 0
         self.replaced_after_failure = 0
+        #: hooks for the gateway's metrics: the child's RSS after each answer; a replacement's reason
+        self.on_answer: Callable[[int], None] | None = None
+        self.on_replaced: Callable[[str], None] | None = None
 
     # -- lifecycle
 
@@ -333,6 +337,8 @@ class AnalyticsReads:
         rss, arrow, _ = footprint
         unexplained = rss - arrow
         child = slot.child
+        if self.on_answer is not None:
+            self.on_answer(rss)
         with self._lock:
             child.footprint = footprint
             self._give(slot)
@@ -364,6 +370,8 @@ class AnalyticsReads:
                 return
             self._install(fresh)
             self.recycled += 1
+        if self.on_replaced is not None:
+            self.on_replaced("memory")
 
     def _lost(self, slot: _Slot, why: str) -> None:
         child = slot.child
@@ -371,9 +379,12 @@ class AnalyticsReads:
         child.kill()
         child.close_slot(slot.conn)
         with self._lock:
-            if self._child is child and not self._closed:
+            replaced = self._child is child and not self._closed
+            if replaced:
                 self._install(self._spawn())
                 self.replaced_after_failure += 1
+        if replaced and self.on_replaced is not None:
+            self.on_replaced("failure")
 
 
 def _stopped() -> Unavailable:

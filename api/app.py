@@ -30,6 +30,7 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 
 def create_app(storage: Storage) -> FastAPI:
+    from api import metrics
     from api.legacy import create_legacy_app
     from api.routes import analytics, benchmark, environments, events, experiments, health, tasks, training, webhooks
 
@@ -43,6 +44,7 @@ def create_app(storage: Storage) -> FastAPI:
         yield
         if reads is not None:
             analytics_reads.disable(reads)
+        metrics.forget_this_process()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -65,6 +67,8 @@ def create_app(storage: Storage) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes,
                        upload_prefixes=UPLOAD_PREFIXES)
     _install_observability_and_auth(app, storage)
+    if reads is not None:
+        app.state.metrics.analytics.watch(reads)
     return app
 
 

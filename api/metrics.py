@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from sqlalchemy import func, inspect, select, text
 from starlette.routing import Match, Mount
@@ -71,6 +79,31 @@ class HttpMetrics:
         # ``*_created`` series say when each label set first appeared: noise on a dashboard, and
         # absent in multi-process mode anyway, so both modes export the same names.
         for metric in (*self.requests.collect(), *self.duration.collect()):
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
+class AnalyticsProcessMetrics:
+    """What the gateway's analytics child process does (api/analytics_reads.py); one per app.
+    Like the HTTP metrics, they add up over ``resimhub api --workers N`` processes."""
+
+    def __init__(self) -> None:
+        self.rss = Gauge("resimhub_analytics_process_rss_bytes", "RSS of the gateway's analytics child process "
+                         "as of its last answer (summed over gateway processes).", registry=None,
+                         multiprocess_mode="livesum")
+        self.replacements = Counter("resimhub_analytics_process_replacements", "Analytics child processes "
+                                    "replaced: reason=memory when one grew past RESIMHUB_ANALYTICS_RECYCLE_PERCENT, "
+                                    "reason=failure when one died or overran its time limit.", ["reason"],
+                                    registry=None)
+        for reason in ("memory", "failure"):
+            self.replacements.labels(reason)
+
+    def watch(self, reads) -> None:
+        reads.on_answer = self.rss.set
+        reads.on_replaced = lambda reason: self.replacements.labels(reason).inc()
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in (*self.rss.collect(), *self.replacements.collect()):
             metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
             yield metric
 
@@ -461,6 +494,7 @@ def _build_info() -> Metric:
 class MetricsState:
     http: HttpMetrics
     hub: HubCollector
+    analytics: AnalyticsProcessMetrics
 
     def exposition(self) -> bytes:
         registry = CollectorRegistry()
@@ -471,6 +505,7 @@ class MetricsState:
         else:
             registry.register(_Forward(REGISTRY))  # process_*, python_* of this process
             registry.register(self.http)
+            registry.register(self.analytics)
         registry.register(self.hub)
         registry.register(_Static([_build_info()]))
         return generate_latest(registry)
@@ -496,8 +531,17 @@ def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
+def forget_this_process() -> None:
+    """At a gateway process's exit: its live gauges (the analytics child's RSS) stop counting
+    towards the sum the other processes report."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
 def install(app, storage: Storage) -> None:
     http = HttpMetrics()
-    app.state.metrics = MetricsState(http=http, hub=HubCollector(storage))
+    app.state.metrics = MetricsState(http=http, hub=HubCollector(storage), analytics=AnalyticsProcessMetrics())
     app.include_router(router)
     app.add_middleware(HttpMetricsMiddleware, metrics=http)
