@@ -1,9 +1,9 @@
 """RabbitMQ unreachable for a minute while 500 experiments are submitted.
 
-The relay reaches RabbitMQ through a proxy that is down from the start (the workers keep their own
-connection: they have nothing to consume while nothing is published). Every submission must still
-be accepted, nothing may move while the broker is away, and once it is back every experiment must
-be trained, evaluated and aggregated exactly once.
+The relay and both worker processes reach RabbitMQ through a proxy the test takes down: their
+connections are reset and new ones refused for the whole outage. Every submission must still be
+accepted, nothing may move while the broker is away, and once it is back the workers must find it
+again by themselves and every experiment must be trained, evaluated and aggregated exactly once.
 """
 
 import os
@@ -28,12 +28,17 @@ OUTAGE_S = float(os.environ.get("RESIMHUB_CHAOS_OUTAGE_S", "60"))
 
 
 def test_500_experiments_accepted_while_rabbitmq_is_away_and_each_trained_once(tmp_path):
-    with running_cluster(tmp_path, workers=2, relay=False) as cluster:
+    with running_cluster(tmp_path, workers=0, relay=False) as cluster:
         proxy = TcpProxy("127.0.0.1", 5672).up()
-        cluster.spawn_relay(env={"RESIMHUB_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"})
-        register_cartpole(cluster)  # through the proxy while it is up: the relay really uses it
+        through_proxy = {"RESIMHUB_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"}
+        cluster.spawn_relay(env=through_proxy)
+        for _ in range(2):
+            cluster.spawn_worker(env=through_proxy)
+        register_cartpole(cluster)  # through the proxy while it is up: relay and workers really use it
 
         proxy.down()
+        # The relay's publisher and each worker's consumers and publisher: all of them cut.
+        assert proxy.reset_clients >= 3, proxy.reset_clients
         outage_started = time.monotonic()
         task_ids = []
         for i in range(EXPERIMENTS):

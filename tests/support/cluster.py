@@ -41,9 +41,10 @@ class Cluster(Hub):
         self.processes.append(proc)
         return proc
 
-    def spawn_worker(self, processes: int = 1, threads: int = 2) -> subprocess.Popen:
+    def spawn_worker(self, processes: int = 1, threads: int = 2, env: dict[str, str] | None = None
+                     ) -> subprocess.Popen:
         return self.spawn("-m", "dramatiq", "actors.worker", "--processes", str(processes), "--threads",
-                          str(threads))
+                          str(threads), env=env)
 
     def spawn_relay(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         return self.spawn("-m", "api.cli", "relay", env=env)

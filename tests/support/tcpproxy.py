@@ -16,6 +16,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        #: client connections cut by :meth:`down` so far (proof that a process really used the proxy)
+        self.reset_clients = 0
 
     def up(self) -> TcpProxy:
         listener = socket.socket()
@@ -32,6 +34,7 @@ class TcpProxy:
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
+            self.reset_clients += len(self._conns) // 2
             for conn in self._conns:
                 try:
                     conn.shutdown(socket.SHUT_RDWR)
