@@ -14,16 +14,16 @@ from actors.bus import ActorSpec
 
 SPECS: list[ActorSpec] = [
     ActorSpec("verify_environment", environments.verify_environment, queue="environments",
-              max_retries=5, time_limit_ms=120_000),
+              time_limit_ms=120_000),
     # Training can take hours; a retry (transient errors only) resumes from the run's checkpoint.
-    ActorSpec("train", training.train, queue="training", max_retries=5, time_limit_ms=6 * 3600_000),
-    ActorSpec("aggregate", aggregation.aggregate, queue="aggregation", max_retries=5, time_limit_ms=300_000),
-    ActorSpec("validate_model", models.validate_model, queue="models", max_retries=3, time_limit_ms=120_000),
+    ActorSpec("train", training.train, queue="training", time_limit_ms=6 * 3600_000),
+    ActorSpec("aggregate", aggregation.aggregate, queue="aggregation", time_limit_ms=300_000),
+    ActorSpec("validate_model", models.validate_model, queue="models", time_limit_ms=120_000),
     # 10 000 episodes of a 500-step env at the engine's pace take minutes; the limit leaves room for slow envs.
-    ActorSpec("evaluate", evaluations.evaluate, queue="evaluation", max_retries=3, time_limit_ms=3600_000),
-    ActorSpec("fan_out_webhooks", webhooks.fan_out_webhooks, queue="webhooks", max_retries=5, time_limit_ms=60_000),
+    ActorSpec("evaluate", evaluations.evaluate, queue="evaluation", time_limit_ms=3600_000),
+    ActorSpec("fan_out_webhooks", webhooks.fan_out_webhooks, queue="webhooks", time_limit_ms=60_000),
     # HTTP failures are retried on the webhook schedule by the actor itself, never by Dramatiq.
-    ActorSpec("deliver_webhook", webhooks.deliver_webhook, queue="webhooks", max_retries=5, time_limit_ms=120_000),
+    ActorSpec("deliver_webhook", webhooks.deliver_webhook, queue="webhooks", time_limit_ms=120_000),
 ]
 
 # Keys are event types; "*" names consumers of every event.

@@ -1,0 +1,35 @@
+"""Transient errors are retried long enough to ride out an outage of the database or the broker."""
+
+import random
+
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import compute_backoff
+from sqlalchemy.exc import OperationalError
+
+from actors.bus import MAX_BACKOFF_MS, MIN_BACKOFF_MS, OUTAGE_WINDOW_S, declare_actors, retries_covering
+
+
+def test_the_retries_cover_the_outage_window_even_with_the_shortest_jitter():
+    retries = retries_covering(OUTAGE_WINDOW_S)
+    rng = random.Random(7)
+    waits = []
+    for _ in range(2000):
+        random.seed(rng.random())  # Dramatiq's jitter draws from the random module
+        waits.append(sum(compute_backoff(n, factor=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)[1]
+                         for n in range(retries)))
+    assert min(waits) >= OUTAGE_WINDOW_S * 1000
+    # ... and not absurdly longer: a dead database fails the task within a few windows.
+    assert max(waits) <= 3 * OUTAGE_WINDOW_S * 1000
+
+
+def test_every_actor_retries_transient_errors_for_the_window_and_nothing_else():
+    actors = declare_actors(StubBroker(), prefix="t.")
+    outage = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+    for name, actor in actors.items():
+        if name == "record_give_up":
+            continue
+        retry_when = actor.options["retry_when"]
+        assert actor.options["max_retries"] == retries_covering(OUTAGE_WINDOW_S), name
+        assert retry_when(retries_covering(OUTAGE_WINDOW_S) - 1, outage), name
+        assert not retry_when(retries_covering(OUTAGE_WINDOW_S), outage), name
+        assert not retry_when(0, ValueError("a bug")), name
