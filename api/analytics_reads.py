@@ -18,9 +18,11 @@ fails too, or a read outlives ``timeout_s`` (its child is then killed), the clie
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
 import signal
 import sys
@@ -86,6 +88,18 @@ def _footprint() -> tuple[int, int, int]:
     return _rss_bytes(), pa.total_allocated_bytes(), filecache.decoded_files()
 
 
+def portable(exc: Exception) -> Exception:
+    """``exc`` if the gateway can unpickle it, else a RuntimeError naming it. An exception class
+    whose ``__init__`` takes other arguments than it passes on pickles but does not unpickle; the
+    gateway's ``recv`` would raise instead of returning, and the slot would be lost."""
+    try:
+        pickle.dumps(exc)
+        copy.deepcopy(exc)  # rebuilds it from its pickling recipe, as unpickling would
+    except Exception:  # noqa: BLE001 - any failure means: send something that does travel
+        return RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+    return exc
+
+
 def _answer(conn: Connection, snapshots_dir: str) -> None:
     from api.memory import release_unused
 
@@ -97,7 +111,7 @@ def _answer(conn: Connection, snapshots_dir: str) -> None:
         try:
             reply: tuple = ("ok", read_function(name)(snapshots_dir, **kwargs))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the gateway
-            reply = ("raise", exc, traceback.format_exc())
+            reply = ("raise", portable(exc), traceback.format_exc())
         release_unused()
         try:
             conn.send((*reply, _footprint()))

@@ -200,3 +200,14 @@ def test_a_gateway_answers_the_same_with_and_without_its_child(tmp_path):
         assert analytics_reads.for_dir(settings.snapshots_dir) is None  # the app's shutdown stopped its child
     finally:
         storage.close()
+
+
+class _NeedsTwo(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def test_an_exception_that_cannot_travel_becomes_a_runtime_error_naming_it():
+    assert isinstance(analytics_reads.portable(NotEnoughData("few")), NotEnoughData)
+    converted = analytics_reads.portable(_NeedsTwo(1, 2))
+    assert type(converted) is RuntimeError and "_NeedsTwo: 1 and 2" in str(converted)
