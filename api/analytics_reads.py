@@ -169,9 +169,10 @@ class _Child:
             self.open_slots -= 1
             last = self.open_slots == 0
         if last:
-            threading.Thread(target=self._reap, daemon=True, name="analytics-reap").start()
+            threading.Thread(target=self.reap, daemon=True, name="analytics-reap").start()
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
+        """Wait for the child to exit once its slots are closed; kill it if it does not."""
         self.process.join(10)
         if self.process.is_alive():
             self.process.kill()
@@ -188,8 +189,7 @@ class _Child:
         self.kill()
         for conn in self.conns:
             conn.close()
-        self.process.join(5)
-        self.ready.close()
+        self.reap()
 
 
 @dataclass(eq=False)
@@ -250,9 +250,7 @@ class AnalyticsReads:
                 self._waiters.popleft().handed.set()  # with no slot: refused below
         if child is not None:
             child.retired = True
-            child.process.join(10)
-            if child.process.is_alive():
-                child.kill()
+            child.reap()
 
     def stats(self) -> dict[str, Any]:
         """The current child as of its last answer, and how often children were replaced."""

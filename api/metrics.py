@@ -76,11 +76,15 @@ class HttpMetrics:
         self.duration.labels(method, route).observe(seconds)
 
     def collect(self) -> Iterable[Metric]:
-        # ``*_created`` series say when each label set first appeared: noise on a dashboard, and
-        # absent in multi-process mode anyway, so both modes export the same names.
-        for metric in (*self.requests.collect(), *self.duration.collect()):
-            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
-            yield metric
+        return _without_created(self.requests, self.duration)
+
+
+def _without_created(*metrics) -> Iterable[Metric]:
+    """Their families minus the ``*_created`` series, which say when each label set first appeared:
+    noise on a dashboard, and absent in multi-process mode anyway, so both modes export the same names."""
+    for metric in (m for family in metrics for m in family.collect()):
+        metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+        yield metric
 
 
 class AnalyticsProcessMetrics:
@@ -103,9 +107,7 @@ class AnalyticsProcessMetrics:
         reads.on_replaced = lambda reason: self.replacements.labels(reason).inc()
 
     def collect(self) -> Iterable[Metric]:
-        for metric in (*self.rss.collect(), *self.replacements.collect()):
-            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
-            yield metric
+        return _without_created(self.rss, self.replacements)
 
 
 def _flat_routes(app) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from storage.models import EventRecord, Model, ProcessedEvent, Task, TrainingRun
 
@@ -35,6 +35,11 @@ def submit_training(client, name: str, *, total_timesteps: int, seed: int = 0, e
     assert r.status_code == 202, r.text
     assert r.headers["location"] == f"/api/tasks/{r.json()['task_id']}"
     return exp_id, r.json()["task_id"]
+
+
+def running_runs(storage) -> int:
+    with storage.db.session() as session:
+        return session.scalar(select(func.count()).select_from(TrainingRun).where(TrainingRun.status == "running"))
 
 
 def task_statuses(storage, task_ids: list[str]) -> Counter:

@@ -11,10 +11,14 @@ import os
 import time
 
 import pytest
-from sqlalchemy import func, select
 
-from storage.models import TrainingRun
-from tests.chaos.common import assert_each_run_completed_once, register_cartpole, submit_training, wait_all_terminal
+from tests.chaos.common import (
+    assert_each_run_completed_once,
+    register_cartpole,
+    running_runs,
+    submit_training,
+    wait_all_terminal,
+)
 from tests.support.cluster import running_cluster
 from tests.support.services import PG_HOST
 from tests.support.tcpproxy import TcpProxy
@@ -23,11 +27,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 TRAININGS = 10
 OUTAGE_S = float(os.environ.get("RESIMHUB_CHAOS_DB_OUTAGE_S", "60"))
-
-
-def _running(storage) -> int:
-    with storage.db.session() as session:
-        return session.scalar(select(func.count()).select_from(TrainingRun).where(TrainingRun.status == "running"))
 
 
 def test_workers_lose_postgresql_mid_training_and_every_run_completes_once(tmp_path):
@@ -43,9 +42,9 @@ def test_workers_lose_postgresql_mid_training_and_every_run_completes_once(tmp_p
         task_ids = [submit_training(cluster.client, f"db-cut-{i}", agent="PPO", total_timesteps=60_000, seed=i,
                                     eval_episodes=5)[1] for i in range(TRAININGS)]
         deadline = time.monotonic() + 60
-        while _running(cluster.storage) < 2 and time.monotonic() < deadline:
+        while running_runs(cluster.storage) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        running_at_cut = _running(cluster.storage)
+        running_at_cut = running_runs(cluster.storage)
         proxy.down()
         assert proxy.reset_clients >= 2, "the workers were not using the proxy"
         time.sleep(OUTAGE_S)

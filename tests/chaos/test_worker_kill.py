@@ -11,10 +11,14 @@ import signal
 import time
 
 import pytest
-from sqlalchemy import func, select
 
-from storage.models import TrainingRun
-from tests.chaos.common import assert_each_run_completed_once, register_cartpole, submit_training, wait_all_terminal
+from tests.chaos.common import (
+    assert_each_run_completed_once,
+    register_cartpole,
+    running_runs,
+    submit_training,
+    wait_all_terminal,
+)
 from tests.support.cluster import running_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -22,11 +26,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 TRAININGS = 20
 KILLS = 6
 SEED = int(os.environ.get("RESIMHUB_CHAOS_SEED", "20261125"))
-
-
-def _running_runs(storage) -> int:
-    with storage.db.session() as session:
-        return session.scalar(select(func.count()).select_from(TrainingRun).where(TrainingRun.status == "running"))
 
 
 def test_random_kill_9_of_workers_during_20_trainings_each_completes_once(tmp_path):
@@ -40,12 +39,12 @@ def test_random_kill_9_of_workers_during_20_trainings_each_completes_once(tmp_pa
         kills_mid_training = 0
         for _ in range(KILLS):
             time.sleep(rng.uniform(1.0, 3.0))
-            if not _running_runs(cluster.storage):
+            if not running_runs(cluster.storage):
                 # Nothing is training (a worker may still be booting): wait for one rather than kill idle.
                 deadline = time.monotonic() + 20
-                while not _running_runs(cluster.storage) and time.monotonic() < deadline:
+                while not running_runs(cluster.storage) and time.monotonic() < deadline:
                     time.sleep(0.1)
-            kills_mid_training += _running_runs(cluster.storage) > 0
+            kills_mid_training += running_runs(cluster.storage) > 0
             victim = workers.pop(rng.randrange(len(workers)))
             os.killpg(victim.pid, signal.SIGKILL)  # the whole dramatiq process group, no goodbye
             victim.wait()
