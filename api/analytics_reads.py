@@ -155,6 +155,7 @@ class _Child:
     footprint: tuple[int, int, int] | None = None
     retired: bool = False
     open_slots: int = 0
+    ready_open: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_ready(self, timeout: float) -> bool:
@@ -172,12 +173,18 @@ class _Child:
             threading.Thread(target=self.reap, daemon=True, name="analytics-reap").start()
 
     def reap(self) -> None:
-        """Wait for the child to exit once its slots are closed; kill it if it does not."""
+        """Wait for the child to exit once its slots are closed; kill it if it does not. Safe from
+        several threads at once (the last slot's reaper and :meth:`AnalyticsReads.close`): the
+        pipe is closed by one of them only, as a second ``close`` of its descriptor could close
+        whatever file took that number in between."""
         self.process.join(10)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
-        self.ready.close()
+        with self.lock:
+            ready, self.ready_open = self.ready_open, False
+        if ready:
+            self.ready.close()
 
     def kill(self) -> None:
         self.retired = True

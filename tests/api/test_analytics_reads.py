@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -211,3 +212,24 @@ def test_an_exception_that_cannot_travel_becomes_a_runtime_error_naming_it():
     assert isinstance(analytics_reads.portable(NotEnoughData("few")), NotEnoughData)
     converted = analytics_reads.portable(_NeedsTwo(1, 2))
     assert type(converted) is RuntimeError and "_NeedsTwo: 1 and 2" in str(converted)
+
+
+def test_reaping_a_child_from_several_threads_closes_its_pipe_once():
+    """The last slot's reaper thread and close() both reap; a second close of the pipe's descriptor
+    failed with EBADF in CI (and could have closed another file that took its number)."""
+    process = multiprocessing.get_context("fork").Process(target=int)
+    process.start()
+    closes = []
+
+    class SlowPipe:
+        def close(self):
+            closes.append(1)
+            time.sleep(0.05)
+
+    child = analytics_reads._Child(process, [], SlowPipe())
+    threads = [threading.Thread(target=child.reap) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert closes == [1] and not process.is_alive()
