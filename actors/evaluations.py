@@ -14,6 +14,7 @@ from typing import Any
 
 from actors.handling import consumer
 from actors.runtime import current
+from actors.sandboxing import TaskCancelled, loader_options, open_model
 from storage import ledger, outbox, tasks
 from storage.db import Database
 from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, EvaluationRequested, rfc3339
@@ -83,21 +84,28 @@ def _result(event: EvaluationRequested, model_sha256: str, model_format: str, ru
 def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | None) -> dict:
     from actors.rl.errors import ModelFileError
     from actors.rl.evaluation import evaluate as run_episodes
-    from actors.rl.modelfiles import Limits, load_policy
+    from actors.rl.modelfiles import Limits
 
     if job["status"] is None:
         raise ModelFileError("model_not_found", f"model {event.model_id} does not exist")
     if job["status"] == "rejected":
         raise ModelFileError("model_rejected", f"model {event.model_id} was rejected: {job['reason']}")
     storage = current().storage
-    loaded = load_policy(storage.artifacts.path(job["path"]), env_id=event.env_name, activation=job["activation"],
-                         max_bytes=max(storage.settings.max_upload_bytes, Limits().max_bytes))
-    if job["sha256"] and loaded.sha256 != job["sha256"]:
-        raise ModelFileError("sha256_mismatch", f"the file of model {event.model_id} changed on disk since it was "
-                             f"stored (sha256 {loaded.sha256}, expected {job['sha256']})")
-    run = run_episodes(loaded.policy, event.env_name, event.episodes, event.seed, mode=event.mode,
-                       progress=progress).to_dict()
-    return _result(event, loaded.sha256, loaded.format, run)
+    options = {**job["options"], "env_id": event.env_name}
+    cancelled = TaskCancelled(storage, event.task_id)
+    with open_model(storage, job["path"], options, cancelled=cancelled,
+                    max_bytes=max(storage.settings.max_upload_bytes, Limits().max_bytes)) as policy:
+        loaded = policy.loaded
+        if job["sha256"] and loaded["sha256"] != job["sha256"]:
+            raise ModelFileError("sha256_mismatch", f"the file of model {event.model_id} changed on disk since it "
+                                 f"was stored (sha256 {loaded['sha256']}, expected {job['sha256']})")
+        run = run_episodes(policy, event.env_name, event.episodes, event.seed, mode=event.mode,
+                           progress=progress).to_dict()
+    result = _result(event, loaded["sha256"], loaded["format"], run)
+    # Beside every score: what the hub had to assume to read the file (docs/models.md).
+    result["assumptions"] = (loaded.get("manifest") or {}).get("assumptions", [])
+    result["sandboxed"] = True
+    return result
 
 
 @consumer(CONSUMER)
@@ -119,8 +127,8 @@ def evaluate(envelope: Envelope) -> None:
             tasks.mark_running(session, task)
         session.commit()
         job = {"status": model.status if model else None, "reason": model.reason if model else None,
-               "path": model.path if model else None, "activation": model.activation if model else None,
-               "sha256": model.sha256 if model else None}
+               "path": model.path if model else None, "sha256": model.sha256 if model else None,
+               "options": loader_options(model) if model else {}}
 
     progress = _Progress(db, event.task_id) if owns_task else None
     result, error = None, None

@@ -1,9 +1,11 @@
-"""Validating an uploaded model file by really reading it with the safe loader.
+"""Validating an uploaded model file by really reading it with the safe loader, in the sandbox.
 
-The gateway only recognised the format; here every tensor is read (without executing pickle code),
-the layers are chained into a policy and, when the upload named an environment, the policy's input
-and output sizes are checked against it. A rejected model keeps its row for audit, but its file is
-deleted: an untrusted file that failed validation has no further use on the shared volume.
+The gateway only recognised the format; here, inside the sandbox (:mod:`actors.sandboxing`), every
+tensor is read (without executing pickle code), the layers are chained into a policy and, when the
+upload named an environment, the policy's input and output sizes are checked against it. What the
+loader had to assume is stored with the model (``manifest["assumptions"]``) and shown with it.
+A rejected model keeps its row for audit, but its file is deleted: an untrusted file that failed
+validation has no further use on the shared volume.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ CONSUMER = "validate_model"
 def validate_model(envelope: Envelope) -> None:
     """Read the uploaded file into a policy; record it as validated (shapes, manifest) or rejected."""
     from actors.bus import transient
-    from actors.rl.modelfiles import load_policy
+    from actors.sandboxing import loader_options, open_model
 
     event: ModelUploaded = envelope.event()  # type: ignore[assignment]
     storage = current().storage
@@ -40,12 +42,12 @@ def validate_model(envelope: Envelope) -> None:
         if task is not None and task.status == "queued":
             tasks.mark_running(session, task)
             session.commit()
-        relative, env_name, activation = model.path, model.env_name, model.activation
+        relative, options = model.path, loader_options(model)
 
     loaded, error = None, None
     try:
-        loaded = load_policy(storage.artifacts.path(relative), env_id=env_name, activation=activation,
-                             max_bytes=storage.settings.max_upload_bytes)
+        with open_model(storage, relative, options, max_bytes=storage.settings.max_upload_bytes) as policy:
+            loaded = policy.loaded
     except Exception as exc:  # noqa: BLE001 - anything the file makes the loader do is a rejection
         if transient(exc):
             raise
@@ -60,15 +62,15 @@ def validate_model(envelope: Envelope) -> None:
         task = tasks.get(session, event.task_id)
         if loaded is not None:
             model.status = "validated"
-            model.shapes = loaded.shapes
-            model.manifest = loaded.manifest
+            model.shapes = loaded["shapes"]
+            model.manifest = loaded["manifest"]
             model.reason = None
             # The activation actually used: the native manifest's own, or the state-dict default.
-            model.activation = loaded.manifest.get("activation") or model.activation
+            model.activation = loaded["manifest"].get("activation") or model.activation
             if task is not None and task.status not in tasks.TERMINAL:
                 tasks.succeed(session, task, model_view(model))
-            outbox.record(session, ModelValidated(model_id=model.id, task_id=event.task_id, format=loaded.format,
-                                                  shapes=loaded.shapes))
+            outbox.record(session, ModelValidated(model_id=model.id, task_id=event.task_id, format=loaded["format"],
+                                                  shapes=loaded["shapes"]))
         else:
             model.status = "rejected"
             model.reason = error["message"]

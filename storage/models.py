@@ -150,6 +150,8 @@ class Model(Base):
     path: Mapped[str] = mapped_column(String(500))  # relative to the artifacts directory
     env_name: Mapped[str | None] = mapped_column(String(200), default=None)
     activation: Mapped[str | None] = mapped_column(String(20), default=None)
+    #: What the uploader stated beyond the activation: ``prefix``, ``action_scaling``, ``normalization``.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     shapes: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)

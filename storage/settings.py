@@ -63,6 +63,13 @@ class Settings:
     analytics_child: bool = True
     #: Replace that child once its memory, beyond what Arrow holds, has grown by this many percent.
     analytics_recycle_percent: float = 10.0
+    #: Limits of the process an uploaded policy runs in (``RESIMHUB_SANDBOX_*``); ``None`` keeps the
+    #: defaults of :class:`actors.rl.sandbox.SandboxLimits`, which owns them and says why.
+    sandbox_memory_mb: int | None = None
+    sandbox_cpu_seconds: int | None = None
+    sandbox_load_timeout_s: float | None = None
+    sandbox_step_timeout_s: float | None = None
+    sandbox_evaluation_timeout_s: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -111,6 +118,14 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def _optional(parse, env: Mapping[str, str], name: str, minimum):
+    """``parse``'s value, or ``None`` when the variable is unset (the owner's default applies)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return parse(env, name, 0, minimum=minimum)
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -211,4 +226,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         analytics_cache_bytes=_int(env, "RESIMHUB_ANALYTICS_CACHE_MB", 128) * 1_048_576,
         analytics_child=_bool(env, "RESIMHUB_ANALYTICS_CHILD", True),
         analytics_recycle_percent=_float(env, "RESIMHUB_ANALYTICS_RECYCLE_PERCENT", 10.0, minimum=1.0),
+        sandbox_memory_mb=_optional(_int, env, "RESIMHUB_SANDBOX_MEMORY_MB", minimum=256),
+        sandbox_cpu_seconds=_optional(_int, env, "RESIMHUB_SANDBOX_CPU_SECONDS", minimum=1),
+        sandbox_load_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_LOAD_TIMEOUT", minimum=0.1),
+        sandbox_step_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_STEP_TIMEOUT", minimum=0.01),
+        sandbox_evaluation_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_EVALUATION_TIMEOUT", minimum=1.0),
     )

@@ -22,6 +22,8 @@ def model_view(model: Model) -> dict:
         "size_bytes": int(model.size_bytes),
         "env_name": model.env_name,
         "activation": model.activation,
+        "options": model.options or {},
+        "assumptions": (model.manifest or {}).get("assumptions", []),
         "shapes": model.shapes,
         "manifest": model.manifest,
         "reason": model.reason,

@@ -17,8 +17,9 @@ from storage import tasks
 from storage.events import Envelope, EvaluationRequested
 from storage.models import Environment, Evaluation, EventRecord, Experiment, Model, ProcessedEvent, Task
 from tests.support.hubs import running_hub, settings_for
+from tests.support.fixtures import SEED_DQN_MODEL
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"
 
 

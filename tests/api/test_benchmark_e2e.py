@@ -14,8 +14,9 @@ from actors.rl.evaluation import evaluate
 from actors.rl.modelfiles import load_policy
 from actors.rl.nn import MLP
 from actors.rl.policy import MLPPolicy, save_policy
+from tests.support.fixtures import SEED_DQN_MODEL
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"
 
 
@@ -247,7 +248,7 @@ def test_a_benchmark_run_joins_the_evaluations_snapshot(hub):
 
     from analytics import readers
 
-    fixture = "/work/shared/fixtures/seed_dqn_model.pkl"
+    fixture = FIXTURE
     with open(fixture, "rb") as fh:
         up = hub.client.post("/benchmark/upload_model", files={"file": ("m.pt", fh)}, data={"env_name": "CartPole-v1"})
     model_id = up.json()["model_id"]

@@ -18,8 +18,9 @@ from api.errors import TooLarge
 from api.services import models as model_service
 from storage.models import Evaluation, EventRecord, Model
 from tests.support.hubs import running_hub, settings_for
+from tests.support.fixtures import SEED_DQN_MODEL
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"
 
 

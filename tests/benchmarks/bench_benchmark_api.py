@@ -42,8 +42,9 @@ from actors.relay import Relay  # noqa: E402
 from storage.models import Task  # noqa: E402
 from tests.support.cluster import running_cluster  # noqa: E402
 from tests.support.hubs import running_hub, settings_for  # noqa: E402
+from tests.support.fixtures import SEED_DQN_MODEL
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"
 
 

@@ -12,10 +12,11 @@ from actors.rl.modelfiles import load_policy
 from actors.rl.nn import MLP
 from actors.rl.policy import MLPPolicy, save_policy
 from tests.support.cluster import running_cluster
+from tests.support.fixtures import SEED_DQN_MODEL
 
 pytestmark = pytest.mark.cluster
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"
 
 

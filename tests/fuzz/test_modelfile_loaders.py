@@ -34,10 +34,11 @@ from actors.rl.errors import ModelFileError
 from actors.rl.modelfiles import load_policy, sniff_format
 from actors.rl.nn import MLP
 from actors.rl.policy import MLPPolicy, TabularPolicy, save_policy
+from tests.support.fixtures import SEED_DQN_MODEL
 
 EXAMPLES = int(os.environ.get("RESIMHUB_FUZZ_EXAMPLES", "3000"))
 TIME_LIMIT_S = 1.0
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])

@@ -18,8 +18,9 @@ from actors.rl.errors import ModelFileError, PolicyMismatchError
 from actors.rl.modelfiles import LoadedModel, load_policy, sniff_format
 from actors.rl.nn import MLP
 from actors.rl.policy import MLPPolicy, TabularPolicy, save_policy
+from tests.support.fixtures import SEED_DQN_MODEL
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 
 
 # -- building files by hand ----------------------------------------------------------------------

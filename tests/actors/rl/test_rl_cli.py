@@ -17,8 +17,9 @@ import pytest
 from actors.rl.cli import register
 from actors.rl.nn import MLP
 from actors.rl.policy import MLPPolicy, save_policy
+from tests.support.fixtures import SEED_DQN_MODEL
 
-FIXTURE = Path("/work/shared/fixtures/seed_dqn_model.pkl")
+FIXTURE = SEED_DQN_MODEL
 REPO = Path(__file__).resolve().parents[3]
 
 

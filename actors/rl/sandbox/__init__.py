@@ -1,0 +1,5 @@
+"""Uploaded policies run in a child process with no secrets and hard limits (see :mod:`.process`)."""
+
+from actors.rl.sandbox.process import Cancelled, SandboxedPolicy, SandboxError, SandboxLimits, open_policy
+
+__all__ = ["Cancelled", "SandboxError", "SandboxLimits", "SandboxedPolicy", "open_policy"]

@@ -1,0 +1,119 @@
+"""The sandbox child: loads one uploaded model and answers ``act`` requests, nothing else.
+
+It is started by :mod:`actors.rl.sandbox.process` with an empty environment, an empty working
+directory and no inherited descriptors but its pipes and the model file (opened read-only by the
+parent). Before it reads a byte of the upload it caps its own address space, CPU time and core
+dumps, so that whatever the file makes the loader or onnxruntime do stays inside those limits.
+The caps are set here rather than in a ``preexec_fn`` because the parent is a threaded worker, in
+which ``preexec_fn`` can deadlock.
+
+Frames are those of :mod:`actors.rl.sandbox.wire`. Requests: ``{"op": "load", "kwargs": {…}}``,
+``{"op": "act"}`` with the observation batch as payload, ``{"op": "exit"}``. Every answer has
+``"ok"``; a refusal carries ``{"error": {"code", "message", "details", "status"}}``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import traceback
+
+
+def _cap(kind: int, soft: int, hard: int) -> None:
+    # Lowering a limit is always allowed; an existing lower hard limit stays.
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
+
+
+def _set_limits(memory_bytes: int, cpu_seconds: int) -> None:
+    _cap(resource.RLIMIT_CORE, 0, 0)
+    if memory_bytes > 0:
+        _cap(resource.RLIMIT_AS, memory_bytes, memory_bytes)
+    if cpu_seconds > 0:
+        # The soft limit sends SIGXCPU, which ends the process (the parent reports policy_cpu_time);
+        # the hard limit, a little later, is SIGKILL for a child that ignores it.
+        _cap(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 5)
+
+
+def _memory_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("bad_alloc", "failed to allocate", "cannot allocate", "out of memory"))
+
+
+def _error(exc: BaseException) -> dict:
+    from actors.rl.errors import RLError
+
+    if _memory_error(exc):
+        return {"code": "policy_memory", "message": "the policy ran out of the sandbox's memory limit "
+                f"({type(exc).__name__}: {str(exc)[:200]})", "details": {}, "status": 422}
+    if isinstance(exc, RLError):
+        body = exc.to_dict()
+        return {"code": body["code"], "message": body["message"], "details": body.get("details") or {},
+                "status": getattr(exc, "status", 422)}
+    return {"code": "policy_error", "message": f"the policy failed: {type(exc).__name__}: {str(exc)[:300]}",
+            "details": {}, "status": 422}
+
+
+def _describe(loaded) -> dict:
+    from actors.rl.evaluation import _plain
+
+    policy = loaded.policy
+    return _plain({"loaded": loaded.to_dict(), "head": policy.head, "kind": getattr(policy, "kind", None),
+                   "obs_shape": list(policy.obs_shape), "n_inputs": int(policy.n_inputs),
+                   "n_outputs": int(policy.n_outputs)})
+
+
+def serve(rfd: int, wfd: int, model_fd: int) -> None:
+    import numpy as np
+
+    from actors.rl.sandbox import wire
+
+    reader = wire.Reader(rfd, max_payload=1 << 30)
+    policy = None
+    while True:
+        try:
+            header, array = reader.read()
+        except wire.WireError:
+            return  # the parent went away or spoke nonsense: nothing left to serve
+        op = header.get("op")
+        try:
+            if op == "exit":
+                return
+            if op == "load" and policy is None:
+                from actors.rl.modelfiles import load_policy
+
+                kwargs = header.get("kwargs") or {}
+                loaded = load_policy(f"/proc/self/fd/{model_fd}", **kwargs)
+                os.close(model_fd)  # the upload is in memory now; nothing else is readable from here
+                policy = loaded.policy
+                answer, out = {"ok": True, "describe": _describe(loaded)}, None
+            elif op == "act" and policy is not None and array is not None:
+                out = np.asarray(policy.act(array))
+                answer = {"ok": True}
+            else:
+                answer, out = {"ok": False, "error": {"code": "protocol", "message": f"unexpected op {op!r}",
+                                                      "details": {}, "status": 422}}, None
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, the parent decides
+            answer, out = {"ok": False, "error": _error(exc)}, None
+            traceback.print_exc()  # to the parent's log file for this child, not to the pipe
+        try:
+            wire.write_all(wfd, wire.encode(answer, out))
+        except (wire.WireError, ValueError):
+            return
+
+
+def main() -> None:
+    rfd, wfd, model_fd, memory_bytes, cpu_seconds = (int(v) for v in sys.argv[1:6])
+    _set_limits(memory_bytes, cpu_seconds)
+    # Libraries that print to stdout must not corrupt anything: fd 1 goes where stderr goes.
+    os.dup2(2, 1)
+    serve(rfd, wfd, model_fd)
+
+
+if __name__ == "__main__":
+    main()

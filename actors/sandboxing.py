@@ -1,0 +1,84 @@
+"""Opening a stored model in the sandbox, for the validate and evaluate actors alike.
+
+Both read the file the same way (the same loader options from the model row) so that a model
+validated as, say, a tanh network with the ``actor`` stack is evaluated as exactly that network.
+Every stored model runs in the sandbox, whatever its source or format: trust is never extended to a
+file because of what it looks like.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from sqlalchemy import select
+
+from actors.rl.sandbox import SandboxedPolicy, SandboxLimits, open_policy
+from storage import tasks
+from storage.context import Storage
+from storage.models import Model, Task
+from storage.settings import Settings
+
+#: How often a waiting evaluation reads its task's state to notice a cancel (a database read).
+CANCEL_POLL_S = 0.5
+
+
+def limits(settings: Settings) -> SandboxLimits:
+    """The sandbox limits with the ``RESIMHUB_SANDBOX_*`` settings that were given applied."""
+    given = {
+        "memory_bytes": settings.sandbox_memory_mb * 1024 * 1024 if settings.sandbox_memory_mb else None,
+        "cpu_seconds": settings.sandbox_cpu_seconds,
+        "load_timeout_s": settings.sandbox_load_timeout_s,
+        "step_timeout_s": settings.sandbox_step_timeout_s,
+        "evaluation_timeout_s": settings.sandbox_evaluation_timeout_s,
+    }
+    known = {f.name for f in fields(SandboxLimits)}
+    return SandboxLimits(**{k: v for k, v in given.items() if v is not None and k in known})
+
+
+def loader_options(model: Model) -> dict[str, Any]:
+    """The keyword arguments of ``load_policy`` that the model row states (JSON-safe)."""
+    options = dict(model.options or {})
+    out: dict[str, Any] = {"env_id": model.env_name, "activation": model.activation}
+    for key in ("prefix", "action_scaling", "normalization"):
+        if options.get(key) is not None:
+            out[key] = options[key]
+    return out
+
+
+class TaskCancelled:
+    """``cancelled()`` for the sandbox: true once the task is terminal (cancelled by a user).
+
+    Reads the task's state at most every :data:`CANCEL_POLL_S`; a failed read counts as "not
+    cancelled", because a database blip must not end an evaluation.
+    """
+
+    def __init__(self, storage: Storage, task_id: str | None) -> None:
+        self.storage = storage
+        self.task_id = task_id
+        self.value = False
+        self._next = 0.0
+
+    def __call__(self) -> bool:
+        if self.value or self.task_id is None:
+            return self.value
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + CANCEL_POLL_S
+        try:
+            with self.storage.db.session() as session:
+                status = session.scalar(select(Task.status).where(Task.id == self.task_id))
+        except Exception:  # noqa: BLE001 - see the class docstring
+            return False
+        self.value = status in tasks.TERMINAL
+        return self.value
+
+
+def open_model(storage: Storage, path: str, options: dict[str, Any], *, max_bytes: int,
+               cancelled: Callable[[], bool] | None = None) -> SandboxedPolicy:
+    """Start a sandbox for the stored file at ``path`` (relative to the artifacts) and load it."""
+    return open_policy(storage.artifacts.path(path), limits=limits(storage.settings), cancelled=cancelled,
+                       max_bytes=max_bytes, **{k: v for k, v in options.items() if v is not None})
