@@ -90,10 +90,11 @@ def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | 
         raise ModelFileError("model_not_found", f"model {event.model_id} does not exist")
     if job["status"] == "rejected":
         raise ModelFileError("model_rejected", f"model {event.model_id} was rejected: {job['reason']}")
-    storage = current().storage
+    runtime = current()
+    storage = runtime.storage
     options = {**job["options"], "env_id": event.env_name}
     cancelled = TaskCancelled(storage, event.task_id)
-    with open_model(storage, job["path"], options, cancelled=cancelled,
+    with open_model(runtime.sandbox, storage, job["path"], options, cancelled=cancelled,
                     max_bytes=max(storage.settings.max_upload_bytes, Limits().max_bytes)) as policy:
         loaded = policy.loaded
         if job["sha256"] and loaded["sha256"] != job["sha256"]:

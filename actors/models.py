@@ -31,8 +31,8 @@ def validate_model(envelope: Envelope) -> None:
     from actors.sandboxing import loader_options, open_model
 
     event: ModelUploaded = envelope.event()  # type: ignore[assignment]
-    storage = current().storage
-    db = storage.db
+    runtime = current()
+    storage, db = runtime.storage, runtime.storage.db
     with db.session() as session:
         model = session.get(Model, event.model_id)
         if model is None:
@@ -46,7 +46,8 @@ def validate_model(envelope: Envelope) -> None:
 
     loaded, error = None, None
     try:
-        with open_model(storage, relative, options, max_bytes=storage.settings.max_upload_bytes) as policy:
+        with open_model(runtime.sandbox, storage, relative, options,
+                        max_bytes=storage.settings.max_upload_bytes) as policy:
             loaded = policy.loaded
     except Exception as exc:  # noqa: BLE001 - anything the file makes the loader do is a rejection
         if transient(exc):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import dramatiq
 
+from actors.rl.sandbox import SandboxPool
 from storage.context import Storage, open_storage
 from storage.settings import Settings
 
@@ -20,6 +21,8 @@ class Runtime:
     storage: Storage
     broker: dramatiq.Broker
     actors: dict[str, dramatiq.Actor]
+    #: The children uploaded policies run in (one started ahead of need); see actors/sandboxing.py.
+    sandbox: SandboxPool
 
     @property
     def settings(self) -> Settings:
@@ -33,11 +36,12 @@ def boot(settings: Settings, *, storage: Storage | None = None) -> Runtime:
     """Open storage, build the broker and declare every actor on it."""
     global _current
     from actors.bus import build_broker, declare_actors
+    from actors.sandboxing import limits
 
     storage = storage or open_storage(settings)
     broker = build_broker(settings)
     actors = declare_actors(broker, settings.queue_prefix)
-    _current = Runtime(storage=storage, broker=broker, actors=actors)
+    _current = Runtime(storage=storage, broker=broker, actors=actors, sandbox=SandboxPool(limits(settings)))
     return _current
 
 
@@ -51,5 +55,6 @@ def shutdown() -> None:
     global _current
     if _current is not None:
         _current.broker.close()
+        _current.sandbox.close()
         _current.storage.close()
         _current = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from actors.rl.sandbox import SandboxedPolicy, SandboxLimits, open_policy
+from actors.rl.sandbox import SandboxedPolicy, SandboxLimits, SandboxPool
 from storage import tasks
 from storage.context import Storage
 from storage.models import Model, Task
@@ -77,8 +77,8 @@ class TaskCancelled:
         return self.value
 
 
-def open_model(storage: Storage, path: str, options: dict[str, Any], *, max_bytes: int,
+def open_model(pool: SandboxPool, storage: Storage, path: str, options: dict[str, Any], *, max_bytes: int,
                cancelled: Callable[[], bool] | None = None) -> SandboxedPolicy:
-    """Start a sandbox for the stored file at ``path`` (relative to the artifacts) and load it."""
-    return open_policy(storage.artifacts.path(path), limits=limits(storage.settings), cancelled=cancelled,
-                       max_bytes=max_bytes, **{k: v for k, v in options.items() if v is not None})
+    """Load the stored file at ``path`` (relative to the artifacts) in a child of ``pool``."""
+    return pool.open(storage.artifacts.path(path), cancelled=cancelled, max_bytes=max_bytes,
+                     **{k: v for k, v in options.items() if v is not None})

@@ -67,11 +67,15 @@ def benchmark_blueprint(storage: Storage) -> Blueprint:
         if upload is None:
             raise Invalid("a multipart field 'file' with the model is required",
                           details=[{"field": "file", "message": "Field required", "type": "missing"}])
+        normalization = request.files.get("normalization")
         with db.session() as session:
             model = model_service.upload(session, storage.artifacts, upload.stream,
                                          max_bytes=storage.settings.max_upload_bytes,
                                          env_name=request.form.get("env_name"),
-                                         activation=request.form.get("activation"), name=request.form.get("name"))
+                                         activation=request.form.get("activation"), name=request.form.get("name"),
+                                         prefix=request.form.get("prefix"),
+                                         action_scaling=request.form.get("action_scaling"),
+                                         normalization=normalization.stream if normalization is not None else None)
             content, headers = accepted(model.task_id, model_id=model.id, model=model_service.to_public(model))
         return jsonify(content), 202, headers
 

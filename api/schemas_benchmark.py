@@ -43,6 +43,10 @@ class ModelPublic(BaseModel):
     size_bytes: int
     env_name: str | None
     activation: str | None
+    options: dict[str, Any] = Field(default_factory=dict, description="what the uploader stated: prefix, "
+                                    "action_scaling, normalization")
+    assumptions: list[dict[str, Any]] = Field(default_factory=list, description="what the hub assumed to read "
+                                              "the file (name, value, reason); shown beside every score")
     shapes: dict[str, Any] | None
     manifest: dict[str, Any] | None
     reason: str | None

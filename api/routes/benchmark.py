@@ -62,13 +62,27 @@ def upload_model(
                                                  "safetensors or ONNX; plain pickle is refused")],
     env_name: Annotated[str | None, Form(max_length=200, description="Gymnasium id the model is for; "
                                                                      "checks its input/output sizes")] = None,
-    activation: Annotated[str | None, Form(description="relu or tanh, for state dicts (which do not record "
-                                                       "it); default relu")] = None,
+    activation: Annotated[str | None, Form(description="relu or tanh, for files that do not record it; left "
+                                                       "out, the default for the recognised layout is used and "
+                                                       "listed in the model's assumptions")] = None,
     name: Annotated[str | None, Form(max_length=200)] = None,
+    prefix: Annotated[str | None, Form(max_length=200, description="the acting layer stack of a state dict "
+                                                                   "holding several, e.g. 'actor' or "
+                                                                   "'q_net.q_net'")] = None,
+    action_scaling: Annotated[str | None, Form(description="continuous ONNX outputs: 'clip' (actions in the "
+                                                           "env's units, clipped to the bounds) or 'squashed' "
+                                                           "(tanh outputs in [-1, 1], rescaled to the bounds)")]
+    = None,
+    normalization: Annotated[UploadFile | None, File(description="observation normalisation statistics "
+                                                                 "(VecNormalize's) as JSON or .npz: obs_mean, "
+                                                                 "obs_var, epsilon, clip_obs")] = None,
 ) -> JSONResponse:
-    """Upload a policy; it is checked by content at once and validated by a worker (poll the task)."""
+    """Upload a policy; it is checked by content at once and validated by a worker in the sandbox
+    (poll the task). The validation result lists every assumption the hub made to read the file."""
     model = model_service.upload(session, storage.artifacts, file.file, max_bytes=storage.settings.max_upload_bytes,
-                                 env_name=env_name, activation=activation, name=name)
+                                 env_name=env_name, activation=activation, name=name, prefix=prefix,
+                                 action_scaling=action_scaling,
+                                 normalization=normalization.file if normalization is not None else None)
     content, headers = accepted(model.task_id, model_id=model.id, model=model_service.to_public(model))
     return JSONResponse(content, status_code=202, headers=headers)
 

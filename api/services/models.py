@@ -9,6 +9,7 @@ Reading the weights and checking them against the environment is real work and g
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -47,6 +48,46 @@ def refusal(exc: ModelFileError) -> ApiError:
     return kind(str(exc), code=exc.code, details=exc.details or None)
 
 
+#: Stated choices an upload can carry beyond the activation (docs/models.md).
+ACTION_SCALINGS = ("clip", "squashed")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,199}$")
+MAX_NORMALIZATION_BYTES = 4 * 1024 * 1024
+
+
+def _field_error(field: str, message: str, kind: str = "value_error") -> Invalid:
+    return Invalid(f"{field}: {message}", code="validation_error",
+                   details=[{"field": field, "message": message, "type": kind}])
+
+
+def _loader_options(prefix: str | None, action_scaling: str | None, normalization: BinaryIO | None) -> dict:
+    """What the uploader stated about how to read the file, checked; stored on the model row."""
+    options: dict = {}
+    prefix = (prefix or "").strip() or None
+    if prefix is not None:
+        if not _PREFIX_RE.match(prefix):
+            raise _field_error("prefix", "a layer-stack prefix is a dotted name like 'actor' or "
+                               "'mlp_extractor.policy_net' (letters, digits, '_' and '.')")
+        options["prefix"] = prefix
+    action_scaling = (action_scaling or "").strip().lower() or None
+    if action_scaling is not None:
+        if action_scaling not in ACTION_SCALINGS:
+            raise _field_error("action_scaling", f"must be one of {', '.join(ACTION_SCALINGS)}", "enum")
+        options["action_scaling"] = action_scaling
+    if normalization is not None:
+        from actors.rl.modelfiles.normalization import parse_normalization
+
+        data = normalization.read(MAX_NORMALIZATION_BYTES + 1)
+        if len(data) > MAX_NORMALIZATION_BYTES:
+            raise TooLarge(f"the normalization file is larger than {MAX_NORMALIZATION_BYTES} bytes",
+                           details={"field": "normalization", "limit_bytes": MAX_NORMALIZATION_BYTES})
+        if data:
+            try:
+                options["normalization"] = parse_normalization(data)
+            except ModelFileError as exc:
+                raise refusal(exc) from None
+    return options
+
+
 def _check_options(env_name: str | None, activation: str | None, name: str | None) -> tuple:
     env_name = (env_name or "").strip() or None
     if env_name is not None:
@@ -64,14 +105,20 @@ def _check_options(env_name: str | None, activation: str | None, name: str | Non
 
 
 def upload(session: Session, artifacts: ArtifactStore, stream: BinaryIO, *, max_bytes: int,
-           env_name: str | None = None, activation: str | None = None, name: str | None = None) -> Model:
+           env_name: str | None = None, activation: str | None = None, name: str | None = None,
+           prefix: str | None = None, action_scaling: str | None = None,
+           normalization: BinaryIO | None = None) -> Model:
     """Store the uploaded file, recognise its format and queue its validation; returns the new row.
 
-    ``activation`` matters only for state dicts, which do not record it; left out, they are read
-    with ``relu`` (the engine's documented default). The native format's manifest states its own.
-    Any refusal deletes the stored file before raising, so a refused upload leaves no trace.
+    ``activation`` matters only for files that do not record it; left out, the loader's default
+    for the recognised layout is used and named in the model's ``assumptions``. ``prefix`` picks the
+    acting layer stack of a state dict that holds several; ``action_scaling`` says how a continuous
+    ONNX output maps to the action bounds; ``normalization`` is a JSON or .npz of observation
+    statistics (VecNormalize's), applied before the policy. Any refusal deletes the stored file
+    before raising, so a refused upload leaves no trace.
     """
     env_name, activation, name = _check_options(env_name, activation, name)
+    options = _loader_options(prefix, action_scaling, normalization)
     model_id = str(uuid.uuid4())
     relative = artifacts.model_path(model_id)
     try:
@@ -82,7 +129,8 @@ def upload(session: Session, artifacts: ArtifactStore, stream: BinaryIO, *, max_
     try:
         fmt = sniff_format(artifacts.path(relative), Limits(max_bytes=max_bytes))
         model = Model(id=model_id, name=name, source="upload", status="uploaded", format=fmt, sha256=sha256,
-                      size_bytes=size, path=relative, env_name=env_name, activation=activation)
+                      size_bytes=size, path=relative, env_name=env_name, activation=activation,
+                      options=options or None)
         session.add(model)
         task = tasks.create(session, "validate_model", subject=f"models/{model_id}")
         model.task_id = task.id

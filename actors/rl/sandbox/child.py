@@ -1,11 +1,12 @@
 """The sandbox child: loads one uploaded model and answers ``act`` requests, nothing else.
 
 It is started by :mod:`actors.rl.sandbox.process` with an empty environment, an empty working
-directory and no inherited descriptors but its pipes and the model file (opened read-only by the
-parent). Before it reads a byte of the upload it caps its own address space, CPU time and core
-dumps, so that whatever the file makes the loader or onnxruntime do stays inside those limits.
-The caps are set here rather than in a ``preexec_fn`` because the parent is a threaded worker, in
-which ``preexec_fn`` can deadlock.
+directory and no inherited descriptor but one end of a Unix socket pair. It caps its own address
+space, CPU time and core dumps first (here rather than in a ``preexec_fn``, which can deadlock in
+a threaded worker), imports the loader, and then waits: a child is started ahead of need, so an
+evaluation does not pay for the imports. When it is put to use, the parent passes the model file,
+opened read-only, over the socket (``SCM_RIGHTS``); the child reads it, closes it and from then on
+only maps observation batches to actions.
 
 Frames are those of :mod:`actors.rl.sandbox.wire`. Requests: ``{"op": "load", "kwargs": {…}}``,
 ``{"op": "act"}`` with the observation batch as payload, ``{"op": "exit"}``. Every answer has
@@ -60,20 +61,20 @@ def _error(exc: BaseException) -> dict:
 
 
 def _describe(loaded) -> dict:
-    from actors.rl.evaluation import _plain
+    from actors.rl.policy import _json_safe
 
     policy = loaded.policy
-    return _plain({"loaded": loaded.to_dict(), "head": policy.head, "kind": getattr(policy, "kind", None),
+    return _json_safe({"loaded": loaded.to_dict(), "head": policy.head, "kind": getattr(policy, "kind", None),
                    "obs_shape": list(policy.obs_shape), "n_inputs": int(policy.n_inputs),
                    "n_outputs": int(policy.n_outputs)})
 
 
-def serve(rfd: int, wfd: int, model_fd: int) -> None:
+def serve(sock_fd: int, model_fd: int) -> None:
     import numpy as np
 
     from actors.rl.sandbox import wire
 
-    reader = wire.Reader(rfd, max_payload=1 << 30)
+    reader = wire.Reader(sock_fd, max_payload=1 << 30)
     policy = None
     while True:
         try:
@@ -81,6 +82,7 @@ def serve(rfd: int, wfd: int, model_fd: int) -> None:
         except wire.WireError:
             return  # the parent went away or spoke nonsense: nothing left to serve
         op = header.get("op")
+        out = None
         try:
             if op == "exit":
                 return
@@ -91,28 +93,43 @@ def serve(rfd: int, wfd: int, model_fd: int) -> None:
                 loaded = load_policy(f"/proc/self/fd/{model_fd}", **kwargs)
                 os.close(model_fd)  # the upload is in memory now; nothing else is readable from here
                 policy = loaded.policy
-                answer, out = {"ok": True, "describe": _describe(loaded)}, None
+                answer = {"ok": True, "describe": _describe(loaded)}
             elif op == "act" and policy is not None and array is not None:
                 out = np.asarray(policy.act(array))
                 answer = {"ok": True}
             else:
-                answer, out = {"ok": False, "error": {"code": "protocol", "message": f"unexpected op {op!r}",
-                                                      "details": {}, "status": 422}}, None
+                answer = {"ok": False, "error": {"code": "protocol", "message": f"unexpected op {op!r}",
+                                                 "details": {}, "status": 422}}
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, the parent decides
             answer, out = {"ok": False, "error": _error(exc)}, None
-            traceback.print_exc()  # to the parent's log file for this child, not to the pipe
+            traceback.print_exc()  # to this child's log file, never to the socket
         try:
-            wire.write_all(wfd, wire.encode(answer, out))
-        except (wire.WireError, ValueError):
+            wire.write_all(sock_fd, wire.encode(answer, out))
+        except (wire.WireError, ValueError, OSError):
             return
 
 
 def main() -> None:
-    rfd, wfd, model_fd, memory_bytes, cpu_seconds = (int(v) for v in sys.argv[1:6])
+    sock_fd, memory_bytes, cpu_seconds = (int(v) for v in sys.argv[1:4])
     _set_limits(memory_bytes, cpu_seconds)
     # Libraries that print to stdout must not corrupt anything: fd 1 goes where stderr goes.
     os.dup2(2, 1)
-    serve(rfd, wfd, model_fd)
+    import socket
+
+    import numpy  # noqa: F401 - imported while waiting, so that a load does not pay for it
+
+    import actors.rl.envspec  # noqa: F401
+    import actors.rl.modelfiles  # noqa: F401
+
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    except OSError:
+        return
+    if len(fds) != 1:
+        return
+    sock.detach()
+    serve(sock_fd, fds[0])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -85,31 +86,47 @@ def _child_env() -> dict[str, str]:
 
 
 class _Child:
-    """One child process and its pipes; :meth:`kill` is safe to call from any thread, any time."""
+    """One child process and its socket; :meth:`kill` is safe to call from any thread, any time."""
 
-    def __init__(self, model_path: str | os.PathLike, limits: SandboxLimits) -> None:
+    def __init__(self, limits: SandboxLimits) -> None:
         self.limits = limits
         self.workdir = tempfile.mkdtemp(prefix="resimhub-sandbox-")
         os.chmod(self.workdir, 0o700)
         self.log = tempfile.TemporaryFile(prefix="resimhub-sandbox-", suffix=".log")
-        model_fd = os.open(model_path, os.O_RDONLY)
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         bootstrap = (f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
                      "from actors.rl.sandbox.child import main; main()")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", bootstrap, str(to_child_r), str(from_child_w), str(model_fd),
-                 str(limits.memory_bytes), str(limits.cpu_seconds)],
+                [sys.executable, "-I", "-c", bootstrap, str(theirs.fileno()), str(limits.memory_bytes),
+                 str(limits.cpu_seconds)],
                 cwd=self.workdir, env=_child_env(), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                pass_fds=(to_child_r, from_child_w, model_fd), close_fds=True, start_new_session=True)
+                pass_fds=(theirs.fileno(),), close_fds=True, start_new_session=True)
+        except BaseException:
+            ours.close()
+            _remove_tree(self.workdir)
+            raise
         finally:
-            for fd in (to_child_r, from_child_w, model_fd):
-                os.close(fd)
-        self.wfd, self.rfd = to_child_w, from_child_r
+            theirs.close()
+        self.sock = ours
+        self.wfd = self.rfd = ours.fileno()
+        os.set_blocking(self.wfd, False)
         self.reader = wire.Reader(self.rfd, max_payload=256 * MiB)
         self._lock = threading.Lock()
         self.closed = False
+
+    def alive(self) -> bool:
+        return not self.closed and self.proc.poll() is None
+
+    def attach(self, model_path: str | os.PathLike) -> None:
+        """Hand the child the model file, opened read-only here; it never sees the path."""
+        fd = os.open(model_path, os.O_RDONLY)
+        try:
+            socket.send_fds(self.sock, [b"F"], [fd])
+        except OSError as exc:
+            raise SandboxError("policy_crashed", f"the policy process could not be started ({exc})") from None
+        finally:
+            os.close(fd)
 
     def kill(self) -> None:
         with self._lock:
@@ -121,11 +138,7 @@ class _Child:
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.wait()
-        for fd in (self.wfd, self.rfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.sock.close()
         self.log.close()
         _remove_tree(self.workdir)
 
@@ -309,28 +322,68 @@ def _failure(child: _Child, exc: wire.WireError, step: bool) -> SandboxError:
     return SandboxError("policy_crashed", f"the policy process broke the protocol: {exc}")
 
 
+class SandboxPool:
+    """Starts children one ahead of need, so that an evaluation does not wait for the imports.
+
+    One idle child is kept ready per pool (a worker process has one pool, owned by its runtime).
+    An idle child holds nothing: no model, no settings, no secrets; it is given a model only when
+    taken, and a used child is never reused (it has run an upload's code).
+    """
+
+    def __init__(self, limits: SandboxLimits | None = None, spare: bool = True) -> None:
+        self.limits = limits or SandboxLimits()
+        self.spare = spare
+        self._lock = threading.Lock()
+        self._idle: _Child | None = None
+        self._closed = False
+
+    def _take(self) -> _Child:
+        with self._lock:
+            child, self._idle = self._idle, None
+            if self.spare and not self._closed:
+                self._idle = _Child(self.limits)
+        if child is not None and child.alive():
+            return child
+        if child is not None:
+            child.kill()
+        return _Child(self.limits)
+
+    def open(self, path: str | os.PathLike, *, cancelled: Callable[[], bool] | None = None,
+             **load_kwargs: Any) -> SandboxedPolicy:
+        """Load ``path`` in a child with :func:`~actors.rl.modelfiles.load_policy` and
+        ``load_kwargs`` (JSON-safe values only) and return the policy proxy.
+
+        A file the loader refuses raises a :class:`SandboxError` carrying the loader's own code
+        and status, exactly as an in-process load would have refused it.
+        """
+        start = time.monotonic()
+        child = self._take()
+        try:
+            child.attach(path)
+            deadline = start + self.limits.evaluation_timeout_s
+            answer, _ = _request(child, {"op": "load", "kwargs": load_kwargs},
+                                 None, min(start + self.limits.load_timeout_s, deadline), cancelled)
+            describe = answer.get("describe")
+            try:
+                if not isinstance(describe, dict) or describe.get("head") not in ("discrete", "box"):
+                    raise ValueError(describe)
+                return SandboxedPolicy(child, describe, cancelled, deadline)
+            except (KeyError, TypeError, ValueError):
+                raise SandboxError("policy_crashed", "the policy process described its model in an unknown "
+                                   "way") from None
+        except BaseException:
+            child.kill()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            child, self._idle = self._idle, None
+        if child is not None:
+            child.kill()
+
+
 def open_policy(path: str | os.PathLike, *, limits: SandboxLimits | None = None,
                 cancelled: Callable[[], bool] | None = None, **load_kwargs: Any) -> SandboxedPolicy:
-    """Start a child, load ``path`` there with :func:`~actors.rl.modelfiles.load_policy` and
-    ``load_kwargs`` (JSON-safe values only), and return the policy proxy.
-
-    A file the loader refuses raises the loader's own :class:`ModelFileError` code (re-raised as a
-    :class:`SandboxError` carrying it), exactly as an in-process load would.
-    """
-    limits = limits or SandboxLimits()
-    start = time.monotonic()
-    child = _Child(path, limits)
-    try:
-        deadline = start + limits.evaluation_timeout_s
-        answer, _ = _request(child, {"op": "load", "kwargs": load_kwargs},
-                             None, min(start + limits.load_timeout_s, deadline), cancelled)
-        describe = answer.get("describe")
-        if not isinstance(describe, dict) or describe.get("head") not in ("discrete", "box"):
-            raise SandboxError("policy_crashed", "the policy process described its model in an unknown way")
-        try:
-            return SandboxedPolicy(child, describe, cancelled, deadline)
-        except (KeyError, TypeError, ValueError):
-            raise SandboxError("policy_crashed", "the policy process described its model in an unknown way") from None
-    except BaseException:
-        child.kill()
-        raise
+    """A one-off sandbox (no spare child kept): see :meth:`SandboxPool.open`."""
+    return SandboxPool(limits, spare=False).open(path, cancelled=cancelled, **load_kwargs)

@@ -52,37 +52,41 @@ def encode(header: dict[str, Any], array: np.ndarray | None = None) -> bytes:
 
 
 def write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
-    """Write every byte, waiting at most until ``deadline`` (``time.monotonic()``) for room."""
+    """Write every byte, waiting at most until ``deadline`` (``time.monotonic()``) for room.
+
+    With a deadline, ``fd`` must be non-blocking: a frame usually fits the socket buffer and goes
+    out in one call, and only a full buffer (a child that stopped reading) makes it wait.
+    """
     view = memoryview(data)
     while view:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WireError("timeout", "the other end did not read in time")
-            _, ready, _ = select.select([], [fd], [], remaining)
-            if not ready:
-                continue
         try:
             n = os.write(fd, view)
-        except (BrokenPipeError, ConnectionResetError):
-            raise WireError("closed", "the other end closed the pipe") from None
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            raise WireError("closed", "the other end closed the connection") from None
         except BlockingIOError:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WireError("timeout", "the other end did not read in time") from None
+            select.select([], [fd], [], remaining)
             continue
         view = view[n:]
 
 
 class Reader:
     """Reads frames from ``fd``; ``poll`` is called about every ``tick`` seconds while waiting,
-    so that a caller can give up (a cancelled evaluation) without waiting for the deadline."""
+    so that a caller can give up (a cancelled evaluation) without waiting for the deadline.
+
+    Reads are buffered: a whole small frame usually arrives in one ``os.read``, which matters
+    because evaluation exchanges one frame pair per lockstep of its environments.
+    """
 
     def __init__(self, fd: int, max_payload: int) -> None:
         self.fd = fd
         self.max_payload = max_payload
+        self.buffer = bytearray()
 
-    def _exact(self, n: int, deadline: float | None, poll=None, tick: float = 0.1) -> bytes:
-        chunks: list[bytes] = []
-        need = n
-        while need:
+    def _fill(self, need: int, deadline: float | None, poll, tick: float = 0.1) -> None:
+        while len(self.buffer) < need:
             wait = tick
             if deadline is not None:
                 remaining = deadline - time.monotonic()
@@ -94,19 +98,28 @@ class Reader:
                 if poll is not None:
                     poll()
                 continue
-            chunk = os.read(self.fd, min(need, 1 << 20))
+            try:
+                chunk = os.read(self.fd, max(need - len(self.buffer), 1 << 16))
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
-                raise WireError("closed", "the other end closed the pipe")
-            chunks.append(chunk)
-            need -= len(chunk)
-        return b"".join(chunks)
+                raise WireError("closed", "the other end closed the connection")
+            self.buffer += chunk
+
+    def _take(self, n: int, deadline: float | None, poll) -> bytes:
+        self._fill(n, deadline, poll)
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
 
     def read(self, deadline: float | None = None, poll=None) -> tuple[dict[str, Any], np.ndarray | None]:
-        (length,) = struct.unpack(">I", self._exact(4, deadline, poll))
+        (length,) = struct.unpack(">I", self._take(4, deadline, poll))
         if length > MAX_HEADER_BYTES:
             raise WireError("malformed", f"a header of {length} bytes is over the limit")
         try:
-            header = json.loads(self._exact(length, deadline, poll))
+            header = json.loads(self._take(length, deadline, poll))
         except (ValueError, RecursionError):
             raise WireError("malformed", "a header is not valid JSON") from None
         if not isinstance(header, dict):
@@ -116,11 +129,11 @@ class Reader:
             raise WireError("malformed", f"a payload of {nbytes!r} bytes is not allowed")
         if not nbytes:
             return header, None
-        raw = self._exact(nbytes, deadline, poll)
         dtype, shape = header.get("dtype"), header.get("shape")
         if dtype not in DTYPES or not isinstance(shape, list) or len(shape) > 8 or not all(
                 isinstance(s, int) and s >= 0 for s in shape):
             raise WireError("malformed", "an array has an unknown dtype or an invalid shape")
         if math.prod(shape) * np.dtype(dtype).itemsize != nbytes:
             raise WireError("malformed", "an array's shape does not match its bytes")
+        raw = self._take(nbytes, deadline, poll)
         return header, np.frombuffer(raw, dtype=dtype).reshape(shape)

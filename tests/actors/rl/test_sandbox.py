@@ -44,10 +44,11 @@ def test_the_child_holds_no_settings_secrets_files_or_connections(monkeypatch, t
             cwd = os.readlink(f"/proc/{pid}/cwd")
             assert os.listdir(cwd) == []
             targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-            # stdin (/dev/null), stdout+stderr (its own log file), two pipes; the model file is closed
-            # once loaded and nothing of the parent's is inherited.
+            # stdin (/dev/null), stdout+stderr (its own log file) and the one socket to the worker; the
+            # model file is closed once loaded, and nothing of the parent's is inherited.
             assert not any("parent-only" in t or "seed_dqn_model" in t for t in targets), targets
-            assert not any(t.startswith("socket:") for t in targets), targets
+            assert sum(t.startswith("socket:") for t in targets) == 1, targets
+            assert len(targets) == 4, targets
             limits = Path(f"/proc/{pid}/limits").read_text()
             line = next(row for row in limits.splitlines() if row.startswith("Max address space"))
             assert str(SandboxLimits().memory_bytes) in line
