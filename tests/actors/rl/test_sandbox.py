@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from actors.rl.evaluation import evaluate
@@ -89,3 +91,73 @@ def test_cancelling_before_the_load_stops_the_child():
     with pytest.raises(SandboxError) as info:
         open_policy(SEED_DQN_MODEL, env_id=ENV, cancelled=lambda: True)
     assert info.value.code == "evaluation_cancelled"
+
+
+# -- hostile graphs that only show themselves when run (tests/fixtures/onnx/make_fixtures.py) ------
+
+HOSTILE = Path(__file__).resolve().parents[2] / "fixtures" / "onnx" / "hostile"
+QUICK = SandboxLimits(load_timeout_s=5.0, step_timeout_s=1.0, evaluation_timeout_s=30.0)
+
+
+def _load_and_act(path, limits=QUICK, cancelled=None):
+    """Load and take one batched step; returns the policy (already closed by the failure)."""
+    policy = open_policy(path, env_id=ENV, limits=limits, cancelled=cancelled)
+    policy.act(np.zeros((3, 4), dtype=np.float32))
+    return policy
+
+
+def _assert_gone(pid: int) -> None:
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                out.add(int(entry))
+    return out
+
+
+def test_a_loop_that_never_ends_fails_with_policy_timeout_and_leaves_no_process():
+    before = _children()
+    start = time.monotonic()
+    with pytest.raises(SandboxError) as info:
+        _load_and_act(HOSTILE / "loop_bomb.onnx")
+    assert info.value.code == "policy_timeout"
+    assert time.monotonic() - start < QUICK.load_timeout_s + QUICK.step_timeout_s + 3
+    assert _children() <= before
+    # The worker goes on: the next policy loads and acts as usual.
+    with open_policy(SEED_DQN_MODEL, env_id=ENV, limits=QUICK) as policy:
+        assert evaluate(policy, ENV, 3, 0).episodes == 3
+
+
+def test_a_cancel_kills_a_busy_policy_within_a_second():
+    cancel_at = time.monotonic() + 0.5
+    with pytest.raises(SandboxError) as info:
+        _load_and_act(HOSTILE / "loop_bomb.onnx", limits=SandboxLimits(load_timeout_s=60, step_timeout_s=60),
+                      cancelled=lambda: time.monotonic() >= cancel_at)
+    assert info.value.code == "evaluation_cancelled"
+    assert time.monotonic() - cancel_at < 1.0
+
+
+def test_a_graph_that_asks_for_gigabytes_fails_with_policy_memory_and_the_worker_stays_small():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SandboxError) as info:
+        _load_and_act(HOSTILE / "constant_of_shape_runtime.onnx")
+    assert info.value.code == "policy_memory"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def test_the_cpu_time_cap_ends_a_policy_that_spins(tmp_path):
+    # One CPU second and a generous wall clock: the kernel's SIGXCPU is what stops it.
+    limits = SandboxLimits(cpu_seconds=1, load_timeout_s=30, step_timeout_s=30, evaluation_timeout_s=30)
+    with pytest.raises(SandboxError) as info:
+        _load_and_act(HOSTILE / "loop_bomb.onnx", limits=limits)
+    assert info.value.code == "policy_cpu_time"
