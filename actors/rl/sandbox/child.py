@@ -8,9 +8,10 @@ evaluation does not pay for the imports. When it is put to use, the parent passe
 opened read-only, over the socket (``SCM_RIGHTS``); the child reads it, closes it and from then on
 only maps observation batches to actions.
 
-Frames are those of :mod:`actors.rl.sandbox.wire`. Requests: ``{"op": "load", "kwargs": {…}}``,
-``{"op": "act"}`` with the observation batch as payload, ``{"op": "exit"}``. Every answer has
-``"ok"``; a refusal carries ``{"error": {"code", "message", "details", "status"}}``.
+Frames are those of :mod:`actors.rl.sandbox.wire`. Requests: ``{"op": "load", "kwargs": {…}}``
+(answered ``{"ok": true, "describe": …}``), an observation batch (answered with the action batch)
+and ``{"op": "exit"}``. A failure is answered ``{"ok": false, "error": {"code", "message",
+"details", "status"}}``.
 """
 
 from __future__ import annotations
@@ -78,34 +79,30 @@ def serve(sock_fd: int, model_fd: int) -> None:
     policy = None
     while True:
         try:
-            header, array = reader.read()
+            message, batch = reader.read()
         except wire.WireError:
             return  # the parent went away or spoke nonsense: nothing left to serve
-        op = header.get("op")
-        out = None
         try:
-            if op == "exit":
+            if batch is not None and policy is not None:
+                frame = wire.encode_array(np.asarray(policy.act(batch)))
+            elif message is not None and message.get("op") == "exit":
                 return
-            if op == "load" and policy is None:
+            elif message is not None and message.get("op") == "load" and policy is None:
                 from actors.rl.modelfiles import load_policy
 
-                kwargs = header.get("kwargs") or {}
-                loaded = load_policy(f"/proc/self/fd/{model_fd}", **kwargs)
+                loaded = load_policy(f"/proc/self/fd/{model_fd}", **(message.get("kwargs") or {}))
                 os.close(model_fd)  # the upload is in memory now; nothing else is readable from here
                 policy = loaded.policy
-                answer = {"ok": True, "describe": _describe(loaded)}
-            elif op == "act" and policy is not None and array is not None:
-                out = np.asarray(policy.act(array))
-                answer = {"ok": True}
+                frame = wire.encode_json({"ok": True, "describe": _describe(loaded)})
             else:
-                answer = {"ok": False, "error": {"code": "protocol", "message": f"unexpected op {op!r}",
-                                                 "details": {}, "status": 422}}
+                frame = wire.encode_json({"ok": False, "error": {"code": "protocol", "details": {}, "status": 422,
+                                                                 "message": "unexpected request"}})
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, the parent decides
-            answer, out = {"ok": False, "error": _error(exc)}, None
             traceback.print_exc()  # to this child's log file, never to the socket
+            frame = wire.encode_json({"ok": False, "error": _error(exc)})
         try:
-            wire.write_all(sock_fd, wire.encode(answer, out))
-        except (wire.WireError, ValueError, OSError):
+            wire.write_all(sock_fd, frame)
+        except (wire.WireError, OSError):
             return
 
 

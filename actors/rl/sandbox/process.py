@@ -23,6 +23,7 @@ worker thread goes on to its next message.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from actors.rl.errors import ModelFileError
 from actors.rl.sandbox import wire
 
 MiB = 1024 * 1024
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 #: Variables the child keeps: one thread per math library (the worker parallelises across
 #: evaluations), and the OpenBLAS core type where the machine needs it for correct results.
@@ -217,9 +219,8 @@ class SandboxedPolicy:
             x = x[None]
         n = int(x.shape[0])
         limits = self._child.limits
-        header, out = _request(self._child, {"op": "act"}, x,
-                               min(time.monotonic() + limits.step_timeout_s, self._deadline),
-                               self._cancelled, step=True)
+        _, out = _request(self._child, wire.encode_array(x),
+                          min(time.monotonic() + limits.step_timeout_s, self._deadline), self._cancelled, step=True)
         return self._checked(out, n)
 
     def describe(self) -> dict:
@@ -254,7 +255,7 @@ class SandboxedPolicy:
         if child.closed:
             return
         try:
-            wire.write_all(child.wfd, wire.encode({"op": "exit"}), time.monotonic() + 0.2)
+            wire.write_all(child.wfd, wire.encode_json({"op": "exit"}), time.monotonic() + 0.2)
         except (wire.WireError, OSError):
             pass
         child.kill()
@@ -272,8 +273,8 @@ class SandboxedPolicy:
             pass
 
 
-def _request(child: _Child, header: dict, array: np.ndarray | None, deadline: float,
-             cancelled: Callable[[], bool] | None, step: bool = False) -> tuple[dict, np.ndarray | None]:
+def _request(child: _Child, frame: bytes, deadline: float, cancelled: Callable[[], bool] | None,
+             step: bool = False) -> tuple[dict | None, np.ndarray | None]:
     """One request and its answer; on any failure the child is killed and a SandboxError raised."""
 
     def poll() -> None:
@@ -282,7 +283,7 @@ def _request(child: _Child, header: dict, array: np.ndarray | None, deadline: fl
 
     try:
         poll()
-        wire.write_all(child.wfd, wire.encode(header, array), deadline)
+        wire.write_all(child.wfd, frame, deadline)
         answer, out = child.reader.read(deadline, poll)
     except Cancelled:
         child.kill()
@@ -294,10 +295,11 @@ def _request(child: _Child, header: dict, array: np.ndarray | None, deadline: fl
     except OSError as exc:  # EBADF after a kill from another thread, EIO…
         child.kill()
         raise SandboxError("policy_crashed", f"the policy process went away ({exc})") from None
-    if not answer.get("ok"):
+    if answer is not None and not answer.get("ok"):
         error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
         child.kill()
-        code = str(error.get("code") or "policy_error")[:64]
+        code = error.get("code")
+        code = code if isinstance(code, str) and _CODE_RE.match(code) else "policy_error"
         status = error.get("status") if isinstance(error.get("status"), int) and 400 <= error["status"] < 500 else None
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
         raise SandboxError(code, str(error.get("message") or "the policy failed")[:2000], status=status,
@@ -361,9 +363,9 @@ class SandboxPool:
         try:
             child.attach(path)
             deadline = start + self.limits.evaluation_timeout_s
-            answer, _ = _request(child, {"op": "load", "kwargs": load_kwargs},
-                                 None, min(start + self.limits.load_timeout_s, deadline), cancelled)
-            describe = answer.get("describe")
+            answer, _ = _request(child, wire.encode_json({"op": "load", "kwargs": load_kwargs}),
+                                 min(start + self.limits.load_timeout_s, deadline), cancelled)
+            describe = (answer or {}).get("describe")
             try:
                 if not isinstance(describe, dict) or describe.get("head") not in ("discrete", "box"):
                     raise ValueError(describe)

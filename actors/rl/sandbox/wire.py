@@ -1,14 +1,17 @@
-"""The sandbox's wire format: a JSON header and an optional raw array, framed by lengths.
+"""The sandbox's wire format: length-framed JSON messages and raw arrays.
 
 Both ends read what the other wrote as hostile input: after it has loaded an uploaded file, the
-child may be running whatever that file made onnxruntime do. So nothing crossing the pipe is a
-pickle (unpickling a child's answer would hand the worker to the file); a frame is
+child may be running whatever that file made onnxruntime do. So nothing crossing the socket is a
+pickle (unpickling a child's answer would hand the worker to the file). A frame is
 
-    4 bytes  big-endian length of the JSON header (at most ``MAX_HEADER_BYTES``)
-    header   a JSON object; ``"nbytes"`` says how many payload bytes follow (0 when none)
-    payload  raw array bytes, whose dtype and shape the header names
+    4 bytes   big-endian length of the rest of the frame (checked against the reader's limit)
+    1 byte    kind: ``J`` (a JSON object) or ``A`` (an array)
+    J: the JSON text                  A: dtype code (1 byte), ndim (1 byte), ndim × uint32 sizes, data
 
-and the reader checks every length against its own limits before it allocates anything.
+Control messages (load, describe, errors) are JSON; observation and action batches, one pair per
+lockstep of the evaluation's environments, are arrays with a binary header, because at a few
+thousand exchanges per evaluation a JSON encode and decode on each side costs more than the
+forward pass.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import Any
 
 import numpy as np
 
-MAX_HEADER_BYTES = 1 << 20
-#: Dtypes an array may travel as; anything else (object, void, strings) is refused on read.
-DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
-                    "uint32", "uint64", "bool"})
+JSON, ARRAY = b"J", b"A"
+MAX_JSON_BYTES = 1 << 20
+#: The dtypes an array may travel as, by their one-byte codes; anything else is refused on read.
+_CODES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+          "uint64", "bool")
+_CODE_OF = {name: i for i, name in enumerate(_CODES)}
+_DTYPES = tuple(np.dtype(name) for name in _CODES)
 
 
 class WireError(Exception):
@@ -40,15 +46,19 @@ class WireError(Exception):
         self.kind = kind
 
 
-def encode(header: dict[str, Any], array: np.ndarray | None = None) -> bytes:
-    payload = b""
-    if array is not None:
-        array = np.ascontiguousarray(array)
-        header = {**header, "dtype": array.dtype.name, "shape": list(array.shape)}
-        payload = array.tobytes()
-    header = {**header, "nbytes": len(payload)}
-    raw = json.dumps(header, allow_nan=False, separators=(",", ":")).encode()
-    return struct.pack(">I", len(raw)) + raw + payload
+def encode_json(message: dict[str, Any]) -> bytes:
+    raw = JSON + json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
+    return struct.pack(">I", len(raw)) + raw
+
+
+def encode_array(array: np.ndarray) -> bytes:
+    array = np.ascontiguousarray(array)
+    code = _CODE_OF.get(array.dtype.name)
+    if code is None or array.ndim > 8:
+        raise ValueError(f"an array of {array.dtype}{list(array.shape)} cannot travel")
+    head = ARRAY + struct.pack(f">BB{array.ndim}I", code, array.ndim, *array.shape)
+    data = array.tobytes()
+    return struct.pack(">I", len(head) + len(data)) + head + data
 
 
 def write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
@@ -76,13 +86,12 @@ class Reader:
     """Reads frames from ``fd``; ``poll`` is called about every ``tick`` seconds while waiting,
     so that a caller can give up (a cancelled evaluation) without waiting for the deadline.
 
-    Reads are buffered: a whole small frame usually arrives in one ``os.read``, which matters
-    because evaluation exchanges one frame pair per lockstep of its environments.
+    Reads are buffered: a whole small frame usually arrives in one ``os.read``.
     """
 
     def __init__(self, fd: int, max_payload: int) -> None:
         self.fd = fd
-        self.max_payload = max_payload
+        self.max_frame = max_payload + 64
         self.buffer = bytearray()
 
     def _fill(self, need: int, deadline: float | None, poll, tick: float = 0.1) -> None:
@@ -108,32 +117,34 @@ class Reader:
                 raise WireError("closed", "the other end closed the connection")
             self.buffer += chunk
 
-    def _take(self, n: int, deadline: float | None, poll) -> bytes:
-        self._fill(n, deadline, poll)
-        out = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return out
-
-    def read(self, deadline: float | None = None, poll=None) -> tuple[dict[str, Any], np.ndarray | None]:
-        (length,) = struct.unpack(">I", self._take(4, deadline, poll))
-        if length > MAX_HEADER_BYTES:
-            raise WireError("malformed", f"a header of {length} bytes is over the limit")
-        try:
-            header = json.loads(self._take(length, deadline, poll))
-        except (ValueError, RecursionError):
-            raise WireError("malformed", "a header is not valid JSON") from None
-        if not isinstance(header, dict):
-            raise WireError("malformed", "a header is not a JSON object")
-        nbytes = header.get("nbytes", 0)
-        if not isinstance(nbytes, int) or not 0 <= nbytes <= self.max_payload:
-            raise WireError("malformed", f"a payload of {nbytes!r} bytes is not allowed")
-        if not nbytes:
-            return header, None
-        dtype, shape = header.get("dtype"), header.get("shape")
-        if dtype not in DTYPES or not isinstance(shape, list) or len(shape) > 8 or not all(
-                isinstance(s, int) and s >= 0 for s in shape):
-            raise WireError("malformed", "an array has an unknown dtype or an invalid shape")
-        if math.prod(shape) * np.dtype(dtype).itemsize != nbytes:
-            raise WireError("malformed", "an array's shape does not match its bytes")
-        raw = self._take(nbytes, deadline, poll)
-        return header, np.frombuffer(raw, dtype=dtype).reshape(shape)
+    def read(self, deadline: float | None = None, poll=None) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+        """``(message, None)`` for a JSON frame, ``(None, array)`` for an array frame."""
+        self._fill(5, deadline, poll)
+        (length,) = struct.unpack_from(">I", self.buffer)
+        if not 1 <= length <= self.max_frame:
+            raise WireError("malformed", f"a frame of {length} bytes is not allowed")
+        self._fill(4 + length, deadline, poll)
+        body = bytes(self.buffer[4: 4 + length])
+        del self.buffer[: 4 + length]
+        kind = body[:1]
+        if kind == JSON:
+            if length > MAX_JSON_BYTES:
+                raise WireError("malformed", f"a message of {length} bytes is over the limit")
+            try:
+                message = json.loads(body[1:])
+            except (ValueError, RecursionError):
+                raise WireError("malformed", "a message is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise WireError("malformed", "a message is not a JSON object")
+            return message, None
+        if kind == ARRAY and length >= 3:
+            code, ndim = body[1], body[2]
+            if code >= len(_DTYPES) or ndim > 8 or length < 3 + 4 * ndim:
+                raise WireError("malformed", "an array has an unknown dtype or an invalid shape")
+            shape = struct.unpack_from(f">{ndim}I", body, 3)
+            dtype = _DTYPES[code]
+            start = 3 + 4 * ndim
+            if math.prod(shape) * dtype.itemsize != length - start:
+                raise WireError("malformed", "an array's shape does not match its bytes")
+            return None, np.frombuffer(body, dtype=dtype, offset=start).reshape(shape)
+        raise WireError("malformed", "a frame of an unknown kind")
