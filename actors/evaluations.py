@@ -158,7 +158,7 @@ def evaluate(envelope: Envelope) -> None:
                 env_name=event.env_name, mean_reward=result["mean_reward"], std_reward=result["std_reward"],
                 episodes=event.episodes, experiment_id=event.experiment_id, run_id=event.run_id))
         else:
-            public = {k: error[k] for k in ("type", "code", "message", "retryable")}
+            public = {k: error[k] for k in ("type", "code", "message", "details", "retryable") if k in error}
             evaluation.status, evaluation.error = "failed", public
             if owns_task and task is not None:
                 tasks.fail(session, task, error)

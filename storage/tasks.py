@@ -7,6 +7,7 @@ document and the polling API never disagree about what a task is doing.
 from __future__ import annotations
 
 import builtins
+import json
 import traceback as tb
 import uuid
 from typing import Any
@@ -97,7 +98,7 @@ def error_document(exc: BaseException, *, code: str | None = None, retryable: bo
     celery_type = next(
         (c.__name__ for c in type(exc).__mro__ if getattr(builtins, c.__name__, None) is c), "Exception"
     )
-    return {
+    document = {
         "type": type(exc).__name__,
         "code": code or getattr(exc, "code", None) or "error",
         "message": str(exc),
@@ -105,6 +106,17 @@ def error_document(exc: BaseException, *, code: str | None = None, retryable: bo
         "celery_type": celery_type,
         "traceback": "".join(tb.format_exception(exc))[-4000:],
     }
+    # What a client needs to act on the failure (the candidates of an ambiguous state dict, a
+    # limit and the value that broke it), when the error carries it and it is plain JSON.
+    details = getattr(exc, "details", None)
+    if isinstance(details, dict) and details:
+        try:
+            json.dumps(details, allow_nan=False)
+        except (TypeError, ValueError):
+            pass
+        else:
+            document["details"] = details
+    return document
 
 
 def fail(session: Session, task: Task, error: dict[str, Any]) -> Task:
@@ -129,7 +141,7 @@ def to_public(task: Task) -> dict[str, Any]:
     """The polling API's view of a task."""
     error = None
     if task.error:
-        error = {k: task.error[k] for k in ("type", "code", "message", "retryable") if k in task.error}
+        error = {k: task.error[k] for k in ("type", "code", "message", "details", "retryable") if k in task.error}
     return {
         "task_id": task.id,
         "kind": task.kind,
