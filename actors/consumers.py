@@ -16,7 +16,8 @@ SPECS: list[ActorSpec] = [
     ActorSpec("verify_environment", environments.verify_environment, queue="environments",
               time_limit_ms=120_000),
     # Training can take hours; a retry (transient errors only) resumes from the run's checkpoint.
-    ActorSpec("train", training.train, queue="training", time_limit_ms=6 * 3600_000),
+    # The run's own limit (RESIMHUB_TRAINING_TIME_LIMIT) stops it cleanly; this is only a backstop.
+    ActorSpec("train", training.train, queue="training", time_limit_ms=training.ACTOR_TIME_LIMIT_MS),
     ActorSpec("aggregate", aggregation.aggregate, queue="aggregation", time_limit_ms=300_000),
     ActorSpec("validate_model", models.validate_model, queue="models", time_limit_ms=120_000),
     # 10 000 episodes of a 500-step env at the engine's pace take minutes; the limit leaves room for slow envs.

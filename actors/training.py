@@ -4,6 +4,11 @@ The message is acknowledged only after this function returns, so a worker killed
 leaves it on the queue; the next delivery finds the run's checkpoint and resumes from it. The
 processed-event ledger and the run's status make sure a run completes once, however often its
 message arrives.
+
+Every run is bounded: its hyperparameters by the agent's limits (refused when the experiment was
+created), its steps by the engine's ``MAX_TOTAL_TIMESTEPS``, and its wall time by the
+``training_time_limit`` setting, after which it stops, keeps its checkpoint and fails with
+``training_time_limit``.
 """
 
 from __future__ import annotations
@@ -30,28 +35,51 @@ from storage.events import (
     TrainingStarted,
 )
 from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun, utcnow
+from storage.settings import MAX_TRAINING_TIME_LIMIT_S
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "train"
 PROGRESS_INTERVAL_S = 1.0
 CANCEL_POLL_S = 0.5
+#: The train actor's Dramatiq time limit: only a backstop for a run stuck outside the engine's
+#: loops, since the training time limit (at most MAX_TRAINING_TIME_LIMIT_S) stops it cleanly first.
+ACTOR_TIME_LIMIT_MS = int((MAX_TRAINING_TIME_LIMIT_S + 3600) * 1000)
+
+
+class TrainingTimeLimit(Exception):
+    """A run trained for its whole wall-time allowance (the ``training_time_limit`` setting)."""
+
+    code = "training_time_limit"
+
+    def __init__(self, limit_s: float, timesteps: int, total_timesteps: int) -> None:
+        super().__init__(f"training stopped after its time limit of {limit_s:g} s (RESIMHUB_TRAINING_TIME_LIMIT), "
+                         f"at {timesteps} of {total_timesteps} timesteps; its checkpoint is kept")
+        self.details = {"limit_s": limit_s, "timesteps": timesteps, "total_timesteps": total_timesteps}
 
 
 class _Stopper:
-    """``should_stop`` for the engine: polls the task's state at most every ``CANCEL_POLL_S``."""
+    """``should_stop`` for the engine: the episode budget, the wall-time limit, and a poll of the
+    task's state at most every ``CANCEL_POLL_S``. The engine asks inside its inner loops too, at
+    most every ``STOP_POLL_S``, so a cancel or the time limit takes effect in about half a second."""
 
-    def __init__(self, task_id: str, episode_budget: int | None) -> None:
+    def __init__(self, task_id: str, episode_budget: int | None, time_limit_s: float) -> None:
         self.task_id = task_id
         self.episode_budget = episode_budget
         self.episodes = 0
         self.cancelled = False
+        self.time_limit_s = time_limit_s
+        self.deadline = time.monotonic() + time_limit_s
+        self.timed_out = False
         self._next_check = 0.0
 
     def __call__(self) -> bool:
         if self.episode_budget is not None and self.episodes >= self.episode_budget:
             return True
         now = time.monotonic()
+        if now >= self.deadline:
+            self.timed_out = True
+            return True
         if now < self._next_check:
             return self.cancelled
         self._next_check = now + CANCEL_POLL_S
@@ -111,12 +139,18 @@ class _Reporter:
 
 
 def _budget(experiment: Experiment, environment: Environment | None, default_timesteps: int) -> tuple[int, int | None]:
-    """Timesteps to give the engine, and an episode budget to stop at when one was asked for."""
+    """Timesteps to give the engine, and an episode budget to stop at when one was asked for.
+
+    An episode budget's step allowance (every episode as long as the time limit allows) is capped
+    at the engine's ``MAX_TOTAL_TIMESTEPS``, like any other budget.
+    """
+    from actors.rl.agents.common import MAX_TOTAL_TIMESTEPS
+
     if experiment.total_timesteps:
         return experiment.total_timesteps, None
     if experiment.episodes:
         max_steps = ((environment.spec or {}).get("max_episode_steps") if environment else None) or 1000
-        return experiment.episodes * int(max_steps), experiment.episodes
+        return min(experiment.episodes * int(max_steps), MAX_TOTAL_TIMESTEPS), experiment.episodes
     return default_timesteps, None
 
 
@@ -157,7 +191,8 @@ def train(envelope: Envelope) -> None:
         env_name, hyperparams, seed = experiment.env_name, dict(experiment.hyperparams or {}), run.seed
         agent_name, exp_id = experiment.agent, experiment.id
 
-    stopper = _Stopper(event.task_id, episode_budget)
+    time_limit_s = current().settings.training_time_limit
+    stopper = _Stopper(event.task_id, episode_budget, time_limit_s)
     reporter = _Reporter(exp_id, event.run_id, event.task_id, stopper)
     try:
         result = agent.train(env_name, hyperparams, seed=seed, total_timesteps=total, progress=reporter,
@@ -170,6 +205,11 @@ def train(envelope: Envelope) -> None:
         _record_failure(envelope, event, exc)
         return
 
+    if result.stopped and stopper.timed_out and not stopper.cancelled:
+        log.warning("training run %s reached its time limit of %g s", event.run_id, time_limit_s)
+        _record_failure(envelope, event, TrainingTimeLimit(time_limit_s, int(result.timesteps), total),
+                        code=TrainingTimeLimit.code, result=result)
+        return
     if stopper.cancelled:
         with storage.db.session() as session:
             run = session.get(TrainingRun, event.run_id)
@@ -181,12 +221,16 @@ def train(envelope: Envelope) -> None:
     _record_success(envelope, event, result, agent_name, env_name, checkpoint)
 
 
-def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception) -> None:
-    error = tasks.error_document(exc, code="training_failed")
+def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception, *, code: str = "training_failed",
+                    result=None) -> None:
+    """Fail the run, its task and its experiment; ``result`` is what a stopped run trained."""
+    error = tasks.error_document(exc, code=code)
     with current().storage.db.session() as session:
         run = session.get(TrainingRun, event.run_id)
         run.status, run.finished_at = "failed", utcnow()
         run.error = {k: v for k, v in error.items() if k != "traceback"}
+        if result is not None:
+            run.timesteps, run.episodes = int(result.timesteps), int(result.episodes)
         experiment = session.get(Experiment, event.experiment_id)
         experiment.status = "failed"
         tasks.fail(session, session.get(Task, event.task_id), error)

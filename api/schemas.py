@@ -6,7 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MAX_TIMESTEPS = 5_000_000
+from actors.rl.agents.common import MAX_TOTAL_TIMESTEPS
+
+#: Training budgets (docs/agents.md): the engine's own step limit, an episode budget (whose step
+#: allowance the train actor also caps at that limit) and seeds, each a run of its own.
+MAX_TIMESTEPS = MAX_TOTAL_TIMESTEPS
 MAX_EPISODES = 100_000
 MAX_SEEDS = 20
 MAX_SEED = 2**31 - 1
@@ -49,7 +53,9 @@ class ExperimentCreate(Strict):
                                  description="Training budget in episodes, instead of total_timesteps")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     seeds: list[int] | None = Field(default=None, min_length=1, max_length=MAX_SEEDS)
-    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    hyperparams: dict[str, Any] = Field(default_factory=dict, description=(
+        "The agent's hyperparameters; unknown ones are refused, and those that cost time or memory "
+        "have upper bounds (docs/agents.md lists them per agent)"))
     eval_episodes: int = Field(default=100, ge=1, le=10_000)
     eval_seed: int = Field(default=10_000, ge=0, le=MAX_SEED)
 

@@ -24,6 +24,14 @@ DEFAULT_WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600
 MAX_WEBHOOK_RETRIES = 50
 MAX_WEBHOOK_RETRY_DELAY_S = 7 * 86_400
 
+# -- training limits ----------------------------------------------------------------------------
+#: Wall time one attempt of one training run may take before it stops and fails with
+#: ``training_time_limit``, keeping its checkpoint: six hours, the train actor's former Dramatiq
+#: time limit (RESIMHUB_TRAINING_TIME_LIMIT, seconds).
+DEFAULT_TRAINING_TIME_LIMIT_S = 6 * 3600.0
+#: The most that setting may be; the train actor's Dramatiq time limit is a backstop just above it.
+MAX_TRAINING_TIME_LIMIT_S = 7 * 86_400.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -70,6 +78,8 @@ class Settings:
     sandbox_load_timeout_s: float | None = None
     sandbox_step_timeout_s: float | None = None
     sandbox_evaluation_timeout_s: float | None = None
+    #: Seconds one training run (one attempt of one seed) may train before it fails (see above).
+    training_time_limit: float = DEFAULT_TRAINING_TIME_LIMIT_S
     extra: dict = field(default_factory=dict)
 
     @property
@@ -105,7 +115,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
+           maximum: float = math.inf) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -117,6 +128,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         raise SettingsError(f"{name}={raw!r} is not a finite number")
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    if value > maximum:
+        raise SettingsError(f"{name}={raw!r} must be at most {maximum:g}")
     return value
 
 
@@ -231,4 +244,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sandbox_load_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_LOAD_TIMEOUT", minimum=0.1),
         sandbox_step_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_STEP_TIMEOUT", minimum=0.01),
         sandbox_evaluation_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_EVALUATION_TIMEOUT", minimum=1.0),
+        training_time_limit=_float(env, "RESIMHUB_TRAINING_TIME_LIMIT", DEFAULT_TRAINING_TIME_LIMIT_S, minimum=1.0,
+                                   maximum=MAX_TRAINING_TIME_LIMIT_S),
     )

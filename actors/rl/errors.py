@@ -25,6 +25,7 @@ _STATUS_BY_CODE = {
     "pickle_refused": 415,
     "unsupported_format": 415,
     "unsafe_global": 415,
+    "vecnormalize_pickle": 415,
     "too_large": 413,
     "too_many_tensors": 413,
 }
@@ -35,7 +36,9 @@ class ModelFileError(RLError):
 
     ``code`` is machine-readable and stable (``pickle_refused``, ``unsupported_format``,
     ``truncated``, ``shape_mismatch``, ``too_large``, ``too_many_tensors``, ``bad_manifest``,
-    ``unsafe_global``, ``bad_content``); ``status`` is the HTTP status an API should answer with.
+    ``unsafe_global``, ``bad_content``, ``ambiguous_layers`` (candidates in ``details``),
+    ``unsupported_policy``, ``unsupported_activation``, ``vecnormalize_pickle``,
+    ``bad_normalization``); ``status`` is the HTTP status an API should answer with.
     """
 
     def __init__(self, code: str, message: str, *, status: int | None = None,
@@ -81,3 +84,24 @@ class EnvSpecError(RLError):
     def to_dict(self) -> dict:
         return {"code": self.code, "message": str(self),
                 "details": {"env_id": self.env_id, "close_matches": list(self.close_matches)}}
+
+
+class OutOfRange(RLError):
+    """A hyperparameter or budget outside the range its agent declares (see docs/agents.md).
+
+    Carries the field, the bound that was crossed and the offending value, so that an API can name
+    all three in its answer; ``bound`` is ``"maximum"`` or ``"minimum"``.
+    """
+
+    code = "out_of_range"
+
+    def __init__(self, field: str, limit: int, value, *, bound: str = "maximum", message: str | None = None) -> None:
+        if message is None:
+            relation = "exceeds its limit of" if bound == "maximum" else "is below its minimum of"
+            message = f"{field}={value!r} {relation} {limit}"
+        super().__init__(message)
+        self.field, self.limit, self.value, self.bound = field, limit, value, bound
+        self.details = {"field": field, "limit": limit, "value": value, "bound": bound}
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": str(self), "details": dict(self.details)}

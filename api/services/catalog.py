@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import math
 from functools import cache
 
+from actors.rl.errors import OutOfRange
 from api.errors import Invalid
 
 
@@ -72,6 +74,19 @@ def check_hyperparams(agent: str, hyperparams: dict) -> dict:
                           code="invalid_hyperparameter", details={"field": key})
     try:
         get_agent(agent).Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in hyperparams.items()})
+    except OutOfRange as exc:
+        raise out_of_range(exc, agent) from None
     except Exception as exc:  # noqa: BLE001 - the agent's own validation message is the answer
         raise Invalid(f"invalid hyperparameters for {agent}: {exc}", code="invalid_hyperparameter") from None
     return hyperparams
+
+
+def out_of_range(exc: OutOfRange, agent: str) -> Invalid:
+    """A hyperparameter beyond its agent's limit (docs/agents.md), as a 422 ``validation_error``
+    whose details have the shape of the schema's own field errors plus the limit and the value."""
+    value = exc.value
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)  # JSON has no infinity
+    kind = "less_than_equal" if exc.bound == "maximum" else "greater_than_equal"
+    return Invalid(f"hyperparameter {exc} for {agent}", code="validation_error", details=[
+        {"field": f"hyperparams.{exc.field}", "message": str(exc), "type": kind, "limit": exc.limit, "value": value}])

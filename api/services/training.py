@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict
 from api.services import experiments
+from api.services.catalog import check_hyperparams
 from api.services.tasks import get as get_task
 from storage import outbox, tasks
 from storage.events import TrainingCancelled, TrainingRequested
@@ -20,6 +21,8 @@ def start(session: Session, experiment_id: int) -> tuple[Experiment, Task, list[
     if experiment.status in ACTIVE:
         raise Conflict(f"experiment {experiment_id} is already {experiment.status}",
                        code="already_running", details={"experiment_id": experiment_id, "status": experiment.status})
+    # Experiments created before an agent's limits were tightened are refused here, not by a failed run.
+    check_hyperparams(experiment.agent, dict(experiment.hyperparams or {}))
     task = tasks.create(session, "train", subject=f"experiments/{experiment.id}")
     task.progress = {"fraction": 0.0, "episodes": 0, "timesteps": 0, "latest_return": None}
     runs = [TrainingRun(experiment_id=experiment.id, task_id=task.id, seed=int(seed), status="queued")

@@ -56,3 +56,18 @@ def test_cli_refuses_to_start_with_one_line(tmp_path):
                           timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "RESIMHUB_RESULT_TTL" in proc.stderr
+
+
+def test_training_time_limit_defaults_to_six_hours_and_is_bounded():
+    from storage.settings import MAX_TRAINING_TIME_LIMIT_S
+
+    assert load_settings({}).training_time_limit == 6 * 3600
+    assert load_settings({"RESIMHUB_TRAINING_TIME_LIMIT": "90.5"}).training_time_limit == 90.5
+    for value in ("0", "soon", "nan", str(MAX_TRAINING_TIME_LIMIT_S + 1)):
+        with pytest.raises(SettingsError, match="RESIMHUB_TRAINING_TIME_LIMIT"):
+            load_settings({"RESIMHUB_TRAINING_TIME_LIMIT": value})
+    # The train actor's Dramatiq limit is a backstop above the longest allowed run.
+    from actors.consumers import SPECS
+
+    [train] = [spec for spec in SPECS if spec.name == "train"]
+    assert train.time_limit_ms > MAX_TRAINING_TIME_LIMIT_S * 1000

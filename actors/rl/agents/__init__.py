@@ -9,9 +9,12 @@ Every agent module exposes the same surface, which the pipeline actors and the C
   checkpoint_every=10_000, should_stop=None, env_kwargs=None) -> TrainResult``;
 * ``agent_supports(observation_space, action_space) -> str | None``.
 
-``args`` may be an ``Args``, a partial dict (unknown keys raise ``RLError``) or ``None``.
-``progress`` receives a :class:`Progress` at most once per update (callers throttle further);
-``should_stop`` is polled at least once per update, so it must be cheap. A checkpoint (an
+``args`` may be an ``Args``, a partial dict (unknown keys raise ``RLError``) or ``None``; the
+fields that cost time or memory declare upper bounds (``common.limited``; docs/agents.md), and
+values beyond them, like a ``total_timesteps`` above ``common.MAX_TOTAL_TIMESTEPS``, raise
+``OutOfRange``. ``progress`` receives a :class:`Progress` at most once per update (callers throttle
+further); ``should_stop`` is polled at every update boundary and, inside long updates, at most
+every ``common.STOP_POLL_S``, so a stop never waits for the rest of an update. A checkpoint (an
 ``allow_pickle=False`` npz, written atomically) is written every ``checkpoint_every`` steps, when
 stopped, and at the end; if ``checkpoint_path`` exists at the start, training resumes from it, with
 the environment re-seeded from ``(seed, checkpoint timesteps)``. The same arguments and seed give

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actors.rl.agents import common
-from actors.rl.agents.actor_critic import ActorCritic, Batch, run_on_policy, supports
+from actors.rl.agents.actor_critic import MAX_N_STEPS, ActorCritic, Batch, run_on_policy, supports
 from actors.rl.agents.ppo import validate_common
 from actors.rl.errors import RLError
 from actors.rl.nn import Adam
@@ -27,11 +27,15 @@ DEFAULT_TIMESTEPS = 200_000
 
 @dataclass
 class Args:
-    num_envs: int = 8
+    """A2C's hyperparameters; the bounded ones (``common.limited``, plus PPO's rollout-size rule)
+    are listed in docs/agents.md."""
+
+    num_envs: int = common.limited(8, common.MAX_NUM_ENVS)
     """environment copies stepped together (one native vector env where available)"""
-    n_steps: int = 5
+    n_steps: int = common.limited(5, MAX_N_STEPS)
     """steps per copy between updates (the n of the n-step return)"""
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: tuple[int, ...] = common.limited((64, 64), common.MAX_HIDDEN_WIDTH,
+                                                   max_len=common.MAX_HIDDEN_LAYERS)
     """hidden layer widths of both the actor and the critic"""
     activation: str = "tanh"
     """hidden activation: tanh or relu"""
@@ -64,7 +68,9 @@ class Args:
             raise RLError("optimizer must be 'adam' or 'rmsprop'")
 
 
-def _update(model: ActorCritic, opt: Adam, batch: Batch, rng: np.random.Generator, args: Args) -> dict:
+def _update(model: ActorCritic, opt: Adam, batch: Batch, rng: np.random.Generator, args: Args,
+            interrupted: common.StopFn) -> dict:
+    """One gradient step on the whole rollout (a single step has nothing to interrupt)."""
     if batch.obs.shape[0] == 0:
         return {}
     adv = batch.advantages
@@ -88,6 +94,6 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
           check_every: int = 5_000) -> common.TrainResult:
     """Train A2C on ``env_id``; the ``check`` hook is described in :func:`actors.rl.agents.ppo.train`."""
     args = common.resolve_args(Args, args)
-    total = DEFAULT_TIMESTEPS if total_timesteps is None else int(total_timesteps)
+    total = common.timestep_budget(total_timesteps, DEFAULT_TIMESTEPS)
     hooks = common.Hooks(total, progress, should_stop, check, check_every, checkpoint_path, checkpoint_every)
     return run_on_policy(NAME, _update, env_id, args, seed, total, hooks, env_kwargs)

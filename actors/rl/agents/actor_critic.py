@@ -30,6 +30,11 @@ from actors.rl.nn import MLP, Adam
 from actors.rl.policy import MLPPolicy
 
 DTYPE = np.float32
+#: Steps per copy per rollout: four times SB3's PPO default of 2048.
+MAX_N_STEPS = 8192
+#: Transitions per rollout (num_envs * n_steps): RL-Zoo's largest PPO rollout (32 envs x 2048
+#: steps). The rollout buffers and, with one minibatch, every layer's activations scale with it.
+MAX_ROLLOUT = 65_536
 
 
 class ActorCritic:
@@ -169,7 +174,9 @@ class Batch:
     returns: np.ndarray
 
 
-UpdateFn = Callable[[ActorCritic, Adam, Batch, np.random.Generator, Any], dict]
+#: ``update(model, opt, batch, rng, args, interrupted)``; an update with inner loops asks
+#: ``interrupted()`` (cheap) between its steps and returns early when it says yes.
+UpdateFn = Callable[[ActorCritic, Adam, Batch, np.random.Generator, Any, common.StopFn], dict]
 
 
 def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: int, total_timesteps: int,
@@ -249,6 +256,8 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
             if args.anneal_lr:
                 opt.lr = args.learning_rate * max(0.0, 1.0 - timesteps / total_timesteps)
             for t in range(T):
+                if hooks.interrupted():
+                    break
                 action, env_action, logp, value = model.act(obs, rng)
                 buf_obs[t] = obs
                 buf_act[t] = action
@@ -260,6 +269,12 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
                 buf_rew[t] = reward
                 buf_term[t] = term
                 buf_done[t] = term | trunc
+            if hooks.stopping:
+                # Stopped mid-rollout: count the steps taken (their episodes are recorded already)
+                # and learn nothing from a partial batch.
+                timesteps += int(buf_valid[:t].sum())
+                stopped = True
+                break
             timesteps += int(buf_valid.sum())
             adv = compute_gae(buf_rew, buf_val, model.value(obs), buf_term, buf_done, args.gamma,
                               args.gae_lambda)
@@ -272,8 +287,11 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
                 advantages=adv.reshape(-1)[keep],
                 returns=(adv + buf_val).reshape(-1)[keep],
             )
-            update(model, opt, batch, rng, args)
+            update(model, opt, batch, rng, args, hooks.interrupted)
             updates += 1
+            if hooks.stopping:  # interrupted mid-update: no report or check of a half-done update
+                stopped = True
+                break
             hooks.after_update(timesteps, tracker, save, make_policy)
         return hooks.finish(timesteps=timesteps, tracker=tracker, save=save, make_policy=make_policy,
                             config=config, stopped=stopped, resumed_from=resumed_from)

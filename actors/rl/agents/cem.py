@@ -25,15 +25,27 @@ DEFAULT_TIMESTEPS = 300_000
 DTYPE = np.float64
 # Used only when neither the environment's spec nor the arguments bound an episode.
 FALLBACK_EPISODE_CAP = 10_000
+#: Candidates per generation, each an environment copy and a row of sampled weights: twenty times
+#: the default; CEM and evolution strategies on CPUs rarely go past a few hundred.
+MAX_POPULATION = 1024
+#: Hidden layers: CEM searches weight space directly, which only works for small networks (the
+#: default is one layer of 16). 1024 candidates of a 128-128 network on CartPole sample ~140 MB
+#: of weights per generation.
+MAX_HIDDEN_LAYERS = 2
+MAX_HIDDEN_WIDTH = 128
+#: A candidate's episode, when capped by the arguments: ten times the fallback cap.
+MAX_EPISODE_STEPS = 100_000
 
 
 @dataclass
 class Args:
-    population: int = 50
+    """CEM's hyperparameters; the bounded ones (``common.limited``) are listed in docs/agents.md."""
+
+    population: int = common.limited(50, MAX_POPULATION, minimum=2)
     """candidate weight vectors per generation (one environment copy each)"""
     elite_frac: float = 0.2
     """fraction of the population, by return, that the next distribution is fitted to"""
-    hidden_sizes: tuple[int, ...] = (16,)
+    hidden_sizes: tuple[int, ...] = common.limited((16,), MAX_HIDDEN_WIDTH, max_len=MAX_HIDDEN_LAYERS)
     """hidden layer widths; () gives a linear policy"""
     activation: str = "tanh"
     """hidden activation: tanh or relu"""
@@ -45,12 +57,13 @@ class Args:
     """added noise once noise_decay_fraction of total_timesteps have passed"""
     noise_decay_fraction: float = 0.5
     """fraction of total_timesteps over which the added noise decays linearly"""
-    max_episode_steps: int | None = None
+    max_episode_steps: int | None = common.limited(None, MAX_EPISODE_STEPS)
     """cap on a candidate's episode (None: the environment's own time limit)"""
 
     def __post_init__(self) -> None:
-        if self.population < 2 or not 0.0 < self.elite_frac <= 1.0:
-            raise RLError("population must be >= 2 and elite_frac in (0, 1]")
+        common.check_limits(self)
+        if not 0.0 < self.elite_frac <= 1.0:
+            raise RLError("elite_frac must lie in (0, 1]")
         if max(1, int(round(self.population * self.elite_frac))) < 1:
             raise RLError("the elite must hold at least one candidate")
         if self.init_std <= 0 or self.extra_std < 0 or self.extra_std_end < 0:
@@ -102,10 +115,11 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
           check_every: int = 5_000) -> common.TrainResult:
     """Train CEM on ``env_id``; the ``check`` hook is described in :func:`actors.rl.agents.ppo.train`.
 
-    Callbacks run once per generation, the unit of update here.
+    Callbacks run once per generation, the unit of update here; a stop is also noticed between
+    the steps of a generation, whose unfinished episodes are then discarded.
     """
     args = common.resolve_args(Args, args)
-    total = DEFAULT_TIMESTEPS if total_timesteps is None else int(total_timesteps)
+    total = common.timestep_budget(total_timesteps, DEFAULT_TIMESTEPS)
     hooks = common.Hooks(total, progress, should_stop, check, check_every, checkpoint_path, checkpoint_every)
     common.tune_allocator()
     config = common.build_config(NAME, env_id, args, seed, total, env_kwargs)
@@ -170,8 +184,12 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             frac = min(1.0, timesteps / max(1.0, args.noise_decay_fraction * total))
             extra = args.extra_std + (args.extra_std_end - args.extra_std) * frac
             thetas = mean + std * rng.standard_normal((P, mean.size))
-            returns, lengths = _run_generation(env, thetas, layers, args.activation, discrete, low, high,
-                                               obs_dim, cap, int(env_rng.integers(2**31 - 1)), act_space)
+            generation_result = _run_generation(env, thetas, layers, args.activation, discrete, low, high, obs_dim,
+                                                cap, int(env_rng.integers(2**31 - 1)), act_space, hooks.interrupted)
+            if generation_result is None:
+                stopped = True
+                break
+            returns, lengths = generation_result
             tracker.returns.extend(returns.tolist())
             tracker.lengths.extend(lengths.tolist())
             timesteps += int(lengths.sum())
@@ -187,15 +205,19 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         env.close()
 
 
-def _run_generation(env, thetas, layers, activation, discrete, low, high, obs_dim, cap, reset_seed, act_space):
+def _run_generation(env, thetas, layers, activation, discrete, low, high, obs_dim, cap, reset_seed, act_space,
+                    interrupted):
     """One episode per candidate, all stepped together; later episodes of finished copies are
-    ignored (next-step autoreset keeps them running)."""
+    ignored (next-step autoreset keeps them running). ``None`` if ``interrupted()`` said yes
+    first: with 1024 candidates of 100,000 steps, a generation is too long to wait for."""
     P = thetas.shape[0]
     obs, _ = env.reset(seed=reset_seed)
     returns = np.zeros(P)
     lengths = np.zeros(P, dtype=np.int64)
     running = np.ones(P, dtype=bool)
     while running.any():
+        if interrupted():
+            return None
         out = population_forward(thetas, np.asarray(obs, dtype=DTYPE).reshape(P, obs_dim), layers, activation)
         if discrete:
             action = out.argmax(axis=1)

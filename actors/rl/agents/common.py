@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from actors.rl.errors import RLError
+from actors.rl.errors import OutOfRange, RLError
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -56,6 +57,87 @@ ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool]
 # ``check(timesteps, policy) -> bool``: an out-of-band evaluation hook; True ends training.
 CheckFn = Callable[[int, Any], bool]
+
+
+# -- limits -------------------------------------------------------------------------------------
+#: The most environment steps one run may take, whatever the agent: the API's ``total_timesteps``
+#: bound and the cap on an episode budget's step allowance. At the engine's pace (tens of thousands
+#: of CartPole steps a second for PPO, far fewer for large networks) that is minutes to hours; the
+#: hub's wall-time limit (RESIMHUB_TRAINING_TIME_LIMIT) bounds the slow cases.
+MAX_TOTAL_TIMESTEPS = 5_000_000
+
+#: Hidden layers of the network agents (PPO, A2C, DQN): at most this many, each at most this wide.
+#: Twice the widest and deepest MLPs commonly used with these algorithms (two layers of 256).
+MAX_HIDDEN_LAYERS = 4
+MAX_HIDDEN_WIDTH = 512
+#: Environment copies stepped together by PPO, A2C and DQN. One worker thread steps them all, so
+#: beyond a few dozen more copies only cost memory.
+MAX_NUM_ENVS = 64
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range of one whole-number hyperparameter that costs time or memory.
+
+    For a tuple field (``hidden_sizes``) the range applies to every entry and ``max_len`` bounds
+    the number of entries. Declared as field metadata through :func:`limited`, so each agent's
+    ``Args`` is the one place that says both a hyperparameter's default and its bounds.
+    """
+
+    maximum: int
+    minimum: int = 1
+    max_len: int | None = None
+
+
+def limited(default: Any, maximum: int, *, minimum: int = 1, max_len: int | None = None) -> Any:
+    """A dataclass field with a :class:`Limit`; ``Args.__post_init__`` enforces it with
+    :func:`check_limits`."""
+    return field(default=default, metadata={"limit": Limit(maximum, minimum, max_len)})
+
+
+def limits_of(cls: type) -> dict[str, Limit]:
+    """Every limited field of an ``Args`` class, in declaration order (for docs and the API)."""
+    return {f.name: f.metadata["limit"] for f in dataclasses.fields(cls) if "limit" in f.metadata}
+
+
+def check_limits(args: Any) -> None:
+    """Refuse a limited field that is not a whole number within its range (``OutOfRange`` names
+    the field, the bound and the value), and store whole floats (JSON's ``1e5``) as ints. Runs
+    before any other validation of ``args``, so later checks may rely on these fields being sane."""
+    for f in dataclasses.fields(args):
+        limit = f.metadata.get("limit")
+        value = getattr(args, f.name)
+        if limit is None or (value is None and f.default is None):
+            continue
+        if isinstance(f.default, tuple):
+            if not isinstance(value, tuple | list):
+                raise RLError(f"{f.name} must be a list of whole numbers, got {value!r}")
+            if limit.max_len is not None and len(value) > limit.max_len:
+                raise OutOfRange(f.name, limit.max_len, len(value),
+                                 message=f"{f.name} has {len(value)} entries; at most {limit.max_len} are allowed")
+            setattr(args, f.name, tuple(_whole(f"{f.name}[{i}]", v, limit) for i, v in enumerate(value)))
+        else:
+            setattr(args, f.name, _whole(f.name, value, limit))
+
+
+def _whole(name: str, value: Any, limit: Limit) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RLError(f"{name} must be a whole number, got {value!r}")
+    # Range before type: 1e8 for n_epochs is better answered with the limit than with "not an int".
+    if value > limit.maximum:
+        raise OutOfRange(name, limit.maximum, value)
+    if value < limit.minimum:
+        raise OutOfRange(name, limit.minimum, value, bound="minimum")
+    if value != value or value != int(value):  # NaN passes every comparison above
+        raise RLError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def timestep_budget(total_timesteps: Any, default: int) -> int:
+    """The run's step budget: ``default`` when none is given, refused above MAX_TOTAL_TIMESTEPS."""
+    if total_timesteps is None:
+        return default
+    return _whole("total_timesteps", total_timesteps, Limit(MAX_TOTAL_TIMESTEPS, minimum=0))
 
 
 # -- arguments ----------------------------------------------------------------------------------
@@ -328,6 +410,12 @@ class Clock:
         return time.perf_counter() - self.start - self.excluded
 
 
+#: How often, at most, a long update (epochs, minibatches, gradient steps, a rollout, a CEM
+#: generation) asks ``should_stop``: a stop then takes effect within this plus one gradient step,
+#: and checking costs one clock read per inner iteration.
+STOP_POLL_S = 0.05
+
+
 @dataclass
 class Hooks:
     """Bundles the caller's callbacks with the bookkeeping of when each is due."""
@@ -343,6 +431,9 @@ class Hooks:
     last_check: int = 0
     last_ckpt: int = 0
     passed: bool = False
+    #: Set once ``should_stop`` said yes; the answer sticks, so every loop level sees it.
+    stopping: bool = False
+    next_stop_poll: float = 0.0
 
     def report(self, timesteps: int, tracker: EpisodeTracker) -> None:
         if self.progress is not None:
@@ -351,7 +442,18 @@ class Hooks:
                                    tracker.latest, float(frac)))
 
     def stop_requested(self) -> bool:
-        return bool(self.should_stop is not None and self.should_stop())
+        """Asks ``should_stop`` now; called at update boundaries, where stopping loses nothing."""
+        if not self.stopping and self.should_stop is not None:
+            self.stopping = bool(self.should_stop())
+            self.next_stop_poll = time.monotonic() + STOP_POLL_S
+        return self.stopping
+
+    def interrupted(self) -> bool:
+        """:meth:`stop_requested` for inner loops: asks at most every ``STOP_POLL_S``, so a
+        caller's callback (a database poll in the hub) is never hammered, however tight the loop."""
+        if not self.stopping and self.should_stop is not None and time.monotonic() >= self.next_stop_poll:
+            return self.stop_requested()
+        return self.stopping
 
     def checkpoint_due(self, timesteps: int) -> bool:
         return self.checkpoint_path is not None and timesteps - self.last_ckpt >= self.checkpoint_every
@@ -374,8 +476,10 @@ class Hooks:
     def finish(self, *, timesteps: int, tracker: EpisodeTracker, save: Callable[[], None],
                make_policy: Callable[[], Any], config: dict, stopped: bool,
                resumed_from: int | None) -> TrainResult:
-        """Write the final checkpoint (unless the last one is current) and build the result."""
-        if self.checkpoint_path is not None and timesteps != self.last_ckpt:
+        """Write the final checkpoint (unless the last one is current) and build the result. A run
+        stopped before its first step still leaves one, so a stopped run always has a checkpoint."""
+        path = self.checkpoint_path
+        if path is not None and (timesteps != self.last_ckpt or not os.path.exists(path)):
             save()
         return TrainResult(
             policy=make_policy(), episode_returns=list(tracker.returns), episode_lengths=list(tracker.lengths),

@@ -23,11 +23,23 @@ DEFAULT_TIMESTEPS = 100_000
 DTYPE = np.float32
 
 
+#: Replay capacity: SB3's default, 1,000,000 transitions (two float32 observations each: 8 MB per
+#: observation dimension).
+MAX_BUFFER_SIZE = 1_000_000
+#: Transitions per gradient step: sixteen times the largest common choice (256).
+MAX_BATCH_SIZE = 4096
+#: Gradient steps per training block: eight times RL-Zoo's CartPole setting (128).
+MAX_GRADIENT_STEPS = 1024
+
+
 @dataclass
 class Args:
-    num_envs: int = 4
+    """DQN's hyperparameters; the bounded ones (``common.limited``) are listed in docs/agents.md."""
+
+    num_envs: int = common.limited(4, common.MAX_NUM_ENVS)
     """environment copies stepped together; more copies amortise per-step overhead"""
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: tuple[int, ...] = common.limited((64, 64), common.MAX_HIDDEN_WIDTH,
+                                                   max_len=common.MAX_HIDDEN_LAYERS)
     """hidden layer widths of the Q-network"""
     activation: str = "relu"
     """hidden activation: relu or tanh"""
@@ -35,17 +47,17 @@ class Args:
     """Adam step size"""
     anneal_lr: bool = False
     """decay the step size linearly to zero at total_timesteps"""
-    buffer_size: int = 50_000
+    buffer_size: int = common.limited(50_000, MAX_BUFFER_SIZE)
     """replay buffer capacity in transitions"""
     learning_starts: int = 1_000
     """environment steps collected before the first gradient step"""
-    batch_size: int = 64
+    batch_size: int = common.limited(64, MAX_BATCH_SIZE)
     """transitions per gradient step"""
     gamma: float = 0.99
     """discount factor"""
     train_frequency: int = 256
     """environment steps between training blocks"""
-    gradient_steps: int = 128
+    gradient_steps: int = common.limited(128, MAX_GRADIENT_STEPS, minimum=0)
     """gradient steps per training block"""
     target_update_interval: int = 256
     """environment steps between target-network synchronisations"""
@@ -63,10 +75,11 @@ class Args:
     """pick the bootstrap action with the online network (Double DQN)"""
 
     def __post_init__(self) -> None:
-        if self.num_envs < 1 or self.batch_size < 1 or self.buffer_size < self.batch_size:
-            raise RLError("need num_envs >= 1, batch_size >= 1 and buffer_size >= batch_size")
-        if self.train_frequency < 1 or self.gradient_steps < 0 or self.target_update_interval < 1:
-            raise RLError("train_frequency and target_update_interval must be >= 1, gradient_steps >= 0")
+        common.check_limits(self)
+        if self.buffer_size < self.batch_size:
+            raise RLError("buffer_size must be >= batch_size")
+        if self.train_frequency < 1 or self.target_update_interval < 1:
+            raise RLError("train_frequency and target_update_interval must be >= 1")
         if self.learning_rate <= 0 or not 0.0 <= self.gamma <= 1.0:
             raise RLError("learning_rate must be > 0 and gamma in [0, 1]")
         if self.activation not in ACTIVATIONS:
@@ -164,10 +177,11 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
           check_every: int = 5_000) -> common.TrainResult:
     """Train DQN on ``env_id``; the ``check`` hook is described in :func:`actors.rl.agents.ppo.train`.
 
-    Callbacks run after each training block (every ``train_frequency`` steps).
+    Callbacks run after each training block (every ``train_frequency`` steps); a stop is also
+    noticed between environment steps and between a block's gradient steps.
     """
     args = common.resolve_args(Args, args)
-    total = DEFAULT_TIMESTEPS if total_timesteps is None else int(total_timesteps)
+    total = common.timestep_budget(total_timesteps, DEFAULT_TIMESTEPS)
     hooks = common.Hooks(total, progress, should_stop, check, check_every, checkpoint_path, checkpoint_every)
     common.tune_allocator()
     config = common.build_config(NAME, env_id, args, seed, total, env_kwargs)
@@ -227,6 +241,9 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         obs = np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim)
         stopped = False
         while timesteps < total and not hooks.passed:
+            if hooks.interrupted():
+                stopped = True
+                break
             eps = args.start_e + (args.end_e - args.start_e) * min(1.0, timesteps / explore_steps)
             explore = rng.random(N) < eps
             actions = rng.integers(0, n_actions, size=N)
@@ -248,9 +265,14 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
                 if args.anneal_lr:
                     learner.opt.lr = args.learning_rate * max(0.0, 1.0 - timesteps / total)
                 for _ in range(args.gradient_steps):
+                    if hooks.interrupted():
+                        break
                     _, grads = learner.loss_and_grads(*buffer.sample(rng, args.batch_size))
                     learner.opt.step(grads)
                     grad_steps += 1
+                if hooks.stopping:  # interrupted mid-block: no target sync, report or check
+                    stopped = True
+                    break
                 if timesteps >= next_target:
                     learner.sync_target()
                     next_target += args.target_update_interval

@@ -13,21 +13,31 @@ from dataclasses import dataclass
 import numpy as np
 
 from actors.rl.agents import common
-from actors.rl.agents.actor_critic import ActorCritic, Batch, run_on_policy, supports
-from actors.rl.errors import RLError
+from actors.rl.agents.actor_critic import MAX_N_STEPS, MAX_ROLLOUT, ActorCritic, Batch, run_on_policy, supports
+from actors.rl.errors import OutOfRange, RLError
 from actors.rl.nn import ACTIVATIONS, Adam
 
 NAME = "PPO"
 DEFAULT_TIMESTEPS = 50_000
 
 
+#: Passes over one batch: ten times SB3's default of 10, five times the most RL-Zoo uses (20).
+MAX_EPOCHS = 100
+#: Minibatches per pass: four times RL-Zoo's largest split (a 65,536-step rollout in 64-row minibatches).
+MAX_MINIBATCHES = 4096
+
+
 @dataclass
 class Args:
-    num_envs: int = 8
+    """PPO's hyperparameters. Those that cost time or memory carry their bounds (``common.limited``);
+    docs/agents.md lists them with the reasoning."""
+
+    num_envs: int = common.limited(8, common.MAX_NUM_ENVS)
     """environment copies stepped together (one native vector env where available)"""
-    n_steps: int = 32
+    n_steps: int = common.limited(32, MAX_N_STEPS)
     """steps per copy per rollout; the batch is num_envs * n_steps transitions"""
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: tuple[int, ...] = common.limited((64, 64), common.MAX_HIDDEN_WIDTH,
+                                                   max_len=common.MAX_HIDDEN_LAYERS)
     """hidden layer widths of both the actor and the critic"""
     activation: str = "tanh"
     """hidden activation: tanh or relu"""
@@ -39,9 +49,9 @@ class Args:
     """discount factor"""
     gae_lambda: float = 0.8
     """GAE(lambda) trade-off between bias (0) and variance (1)"""
-    n_epochs: int = 10
+    n_epochs: int = common.limited(10, MAX_EPOCHS)
     """passes over each batch"""
-    num_minibatches: int = 1
+    num_minibatches: int = common.limited(1, MAX_MINIBATCHES)
     """minibatches per pass"""
     clip_coef: float = 0.2
     """surrogate clipping range epsilon"""
@@ -60,13 +70,17 @@ class Args:
 
     def __post_init__(self) -> None:
         validate_common(self)
-        if self.n_epochs < 1 or self.num_minibatches < 1 or self.clip_coef <= 0:
-            raise RLError("n_epochs and num_minibatches must be >= 1 and clip_coef > 0")
+        if self.clip_coef <= 0:
+            raise RLError("clip_coef must be > 0")
 
 
 def validate_common(args) -> None:
-    if args.num_envs < 1 or args.n_steps < 1:
-        raise RLError("num_envs and n_steps must be >= 1")
+    """The checks PPO and A2C share: limits first, then the rollout size they imply together."""
+    common.check_limits(args)
+    if args.num_envs * args.n_steps > MAX_ROLLOUT:
+        raise OutOfRange("n_steps", MAX_ROLLOUT // args.num_envs, args.n_steps, message=(
+            f"num_envs * n_steps = {args.num_envs * args.n_steps} transitions per rollout exceeds the limit of "
+            f"{MAX_ROLLOUT}: with num_envs={args.num_envs}, n_steps may be at most {MAX_ROLLOUT // args.num_envs}"))
     if args.learning_rate <= 0:
         raise RLError("learning_rate must be > 0")
     if args.activation not in ACTIVATIONS:
@@ -75,7 +89,10 @@ def validate_common(args) -> None:
         raise RLError("gamma and gae_lambda must lie in [0, 1]")
 
 
-def _update(model: ActorCritic, opt: Adam, batch: Batch, rng: np.random.Generator, args: Args) -> dict:
+def _update(model: ActorCritic, opt: Adam, batch: Batch, rng: np.random.Generator, args: Args,
+            interrupted: common.StopFn) -> dict:
+    """``n_epochs`` passes of ``num_minibatches`` steps each; ``interrupted`` is asked before every
+    step, so a stop does not wait for the remaining passes (up to 100 x 4096 steps)."""
     n = batch.obs.shape[0]
     if n == 0:
         return {}
@@ -83,6 +100,8 @@ def _update(model: ActorCritic, opt: Adam, batch: Batch, rng: np.random.Generato
     for _ in range(args.n_epochs):
         order = rng.permutation(n) if args.num_minibatches > 1 else np.arange(n)
         for mb in np.array_split(order, min(args.num_minibatches, n)):
+            if interrupted():
+                return stats
             adv = batch.advantages[mb]
             if args.normalize_advantage and mb.size > 1:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -112,6 +131,6 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
     left out of ``wall_time_s``, and returning True ends training with ``check_passed=True``.
     """
     args = common.resolve_args(Args, args)
-    total = DEFAULT_TIMESTEPS if total_timesteps is None else int(total_timesteps)
+    total = common.timestep_budget(total_timesteps, DEFAULT_TIMESTEPS)
     hooks = common.Hooks(total, progress, should_stop, check, check_every, checkpoint_path, checkpoint_every)
     return run_on_policy(NAME, _update, env_id, args, seed, total, hooks, env_kwargs)

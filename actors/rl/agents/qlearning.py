@@ -21,10 +21,15 @@ NAME = "QLEARNING"
 DEFAULT_TIMESTEPS = 200_000
 # Random numbers are drawn in blocks: one generator call per step would dominate the loop.
 _RANDOM_BLOCK = 4096
+#: States x actions of the table (float64: 80 MB). No hyperparameter costs anything here; the
+#: environment's spaces size the table, so this is checked when training starts.
+MAX_TABLE_ENTRIES = 10_000_000
 
 
 @dataclass
 class Args:
+    """Q-learning's hyperparameters: none of them costs time or memory (docs/agents.md)."""
+
     learning_rate: float = 0.5
     """step size alpha of the TD update; deterministic environments tolerate large values"""
     gamma: float = 0.99
@@ -64,7 +69,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
     """Train tabular Q-learning on ``env_id``; the ``check`` hook is described in
     :func:`actors.rl.agents.ppo.train`. Callbacks run every ``report_every`` steps."""
     args = common.resolve_args(Args, args)
-    total = DEFAULT_TIMESTEPS if total_timesteps is None else int(total_timesteps)
+    total = common.timestep_budget(total_timesteps, DEFAULT_TIMESTEPS)
     hooks = common.Hooks(total, progress, should_stop, check, check_every, checkpoint_path, checkpoint_every)
     config = common.build_config(NAME, env_id, args, seed, total, env_kwargs)
     rng = np.random.default_rng(seed)
@@ -74,6 +79,9 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         if reason:
             raise RLError(f"{NAME} cannot train on {env_id}: {reason}")
         n_states, n_actions = int(env.observation_space.n), int(env.action_space.n)
+        if n_states * n_actions > MAX_TABLE_ENTRIES:
+            raise RLError(f"{NAME} cannot train on {env_id}: its table would have {n_states} x {n_actions} "
+                          f"entries, more than the limit of {MAX_TABLE_ENTRIES}")
         q = np.full((n_states, n_actions), float(args.initial_q))
         tracker = common.EpisodeTracker(0)
         timesteps = 0
