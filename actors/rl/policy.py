@@ -69,7 +69,12 @@ def _finite_list(x: np.ndarray | None) -> list | None:
 
 
 class MLPPolicy:
-    """A greedy MLP policy: argmax over outputs (``discrete``) or the clipped mean (``box``).
+    """A greedy MLP policy: argmax over outputs (``discrete``) or, for ``box``, the mean clipped to
+    the bounds, or with ``squash`` the tanh of the output rescaled from [-1, 1] to the bounds
+    (Stable-Baselines3's SAC and TD3 act that way).
+
+    Observations are cast to the network's dtype first (as SB3 and PyTorch cast to float32), so a
+    float32 checkpoint computes in float32 whatever the environment's dtype.
 
     The network is used by reference, so an agent can keep training it and the policy follows.
     ``log_std`` is carried only so that a Gaussian policy survives a save/load round trip; greedy
@@ -80,7 +85,7 @@ class MLPPolicy:
 
     def __init__(self, net: MLP, head: Head, obs_shape: tuple[int, ...],
                  action_low: np.ndarray | None = None, action_high: np.ndarray | None = None,
-                 meta: dict | None = None, log_std: np.ndarray | None = None) -> None:
+                 meta: dict | None = None, log_std: np.ndarray | None = None, squash: bool = False) -> None:
         if head not in ("discrete", "box"):
             raise ValueError(f"head must be 'discrete' or 'box', not {head!r}")
         self.net = net
@@ -96,6 +101,12 @@ class MLPPolicy:
         self.action_high = _as_bounds(action_high, self.n_outputs, "action_high")
         self.log_std = None if log_std is None else np.asarray(log_std, dtype=np.float64)
         self.meta = dict(meta or {})
+        self.squash = bool(squash) and head == "box"
+        if self.squash and (self.action_low is None) != (self.action_high is None):
+            raise ValueError("a squashed policy needs both action bounds or neither")
+        if self.squash and self.action_low is not None and not (
+                np.all(np.isfinite(self.action_low)) and np.all(np.isfinite(self.action_high))):
+            raise PolicyMismatchError("a tanh-squashed policy needs finite action bounds to rescale to")
 
     @property
     def activation(self) -> str:
@@ -125,16 +136,32 @@ class MLPPolicy:
 
         A single unbatched observation (shape ``obs_shape``) is treated as a batch of one.
         """
-        x = np.asarray(obs_batch)
+        x = np.asarray(obs_batch, dtype=self.net.weights[0].dtype)
         if x.shape == self.obs_shape:
             x = x[None]
         x = x.reshape(x.shape[0], self.n_inputs)
         out = self.forward(x)
         if self.head == "discrete":
             return out.argmax(axis=1).astype(np.int64, copy=False)
+        if self.squash:
+            np.tanh(out, out=out)
+            if self.action_low is not None:
+                # SB3's unscale_action, with the same operations in the same (network) dtype.
+                low = self.action_low.astype(out.dtype)
+                span = self.action_high.astype(out.dtype) - low  # type: ignore[union-attr]
+                out = low + (0.5 * (out + 1.0) * span)
+            return out
         if self.action_low is not None or self.action_high is not None:
             np.clip(out, self.action_low, self.action_high, out=out)
         return out
+
+    @property
+    def action_transform(self) -> str:
+        if self.head == "discrete":
+            return "argmax"
+        if self.squash:
+            return "tanh-rescale" if self.action_low is not None else "tanh"
+        return "clip" if self.action_low is not None or self.action_high is not None else "identity"
 
     def describe(self) -> dict:
         return {
@@ -147,6 +174,7 @@ class MLPPolicy:
             "n_actions" if self.head == "discrete" else "action_dim": self.n_outputs,
             "action_low": _finite_list(self.action_low),
             "action_high": _finite_list(self.action_high),
+            "action_transform": self.action_transform,
             "num_params": self.net.num_params,
         }
 
@@ -180,6 +208,60 @@ class TabularPolicy:
             "n_inputs": self.n_inputs,
             "n_actions": self.n_outputs,
         }
+
+
+class NormalizedPolicy:
+    """A policy behind fixed observation normalisation, exactly as SB3's ``VecNormalize`` applies it.
+
+    ``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)`` in float64, then cast to
+    float32 (``VecNormalize.normalize_obs``), then the wrapped policy. The statistics are frozen:
+    evaluation never updates them.
+    """
+
+    def __init__(self, inner: Policy, mean: np.ndarray, var: np.ndarray, epsilon: float, clip_obs: float,
+                 source: str = "uploader") -> None:
+        if getattr(inner, "kind", None) == "tabular":
+            raise PolicyMismatchError("observation normalisation applies to vector observations, "
+                                      "not to a Q-table over discrete states")
+        mean = np.asarray(mean, dtype=np.float64)
+        var = np.asarray(var, dtype=np.float64)
+        if mean.shape != var.shape:
+            raise PolicyMismatchError(f"normalisation mean has shape {mean.shape} but var has {var.shape}")
+        if mean.size != inner.n_inputs:
+            raise PolicyMismatchError(
+                f"normalisation statistics have {mean.size} values (shape {tuple(mean.shape)}) but the policy "
+                f"takes {inner.n_inputs} inputs (observation shape {tuple(inner.obs_shape)})",
+                details={"normalization_shape": list(mean.shape), "model_inputs": inner.n_inputs})
+        if mean.shape != tuple(inner.obs_shape):
+            mean, var = mean.reshape(inner.obs_shape), var.reshape(inner.obs_shape)
+        self.inner = inner
+        self.mean, self.var = mean, var
+        self.epsilon, self.clip_obs = float(epsilon), float(clip_obs)
+        self._scale = np.sqrt(var + self.epsilon)
+        self.source = source
+        self.kind = getattr(inner, "kind", "policy")
+        self.head = inner.head
+        self.obs_shape = tuple(inner.obs_shape)
+        self.n_inputs = inner.n_inputs
+        self.n_outputs = inner.n_outputs
+        self.meta = dict(getattr(inner, "meta", {}) or {})
+
+    def normalize(self, obs_batch: np.ndarray) -> np.ndarray:
+        z = np.clip((np.asarray(obs_batch) - self.mean) / self._scale, -self.clip_obs, self.clip_obs)
+        return z.astype(np.float32)
+
+    def act(self, obs_batch: np.ndarray) -> np.ndarray:
+        return self.inner.act(self.normalize(obs_batch))
+
+    def describe(self) -> dict:
+        d = dict(self.inner.describe())
+        norm: dict[str, Any] = {"kind": "vecnormalize", "source": self.source, "shape": list(self.mean.shape),
+                                "epsilon": self.epsilon, "clip_obs": self.clip_obs}
+        if self.mean.size <= 256:
+            norm["obs_mean"] = _finite_list(self.mean.reshape(-1))
+            norm["obs_var"] = _finite_list(self.var.reshape(-1))
+        d["normalization"] = norm
+        return d
 
 
 # -- compatibility with an environment ---------------------------------------------------------

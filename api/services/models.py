@@ -17,7 +17,18 @@ from typing import BinaryIO
 from sqlalchemy.orm import Session
 
 from actors.rl.errors import ModelFileError
-from actors.rl.modelfiles import NATIVE, NPZ_STATE_DICT, ONNX, SAFETENSORS, TORCH_ZIP, Limits, sniff_format
+from actors.rl.modelfiles import (
+    ACTION_SCALINGS,
+    NATIVE,
+    NPZ_STATE_DICT,
+    ONNX,
+    SAFETENSORS,
+    SB3_ZIP,
+    TORCH_ZIP,
+    Limits,
+    parse_normalization,
+    sniff_format,
+)
 from api.errors import ApiError, Invalid, NotFound, TooLarge, Unsupported
 from api.schemas_benchmark import ACTIVATIONS
 from api.services.catalog import require_known_env
@@ -29,7 +40,8 @@ from storage.views import model_view
 
 #: Download names get an extension a user's tools recognise; the stored file is always ``.bin``
 #: because the uploader's file name proves nothing about the content.
-EXTENSIONS = {NATIVE: ".npz", NPZ_STATE_DICT: ".npz", TORCH_ZIP: ".pt", SAFETENSORS: ".safetensors", ONNX: ".onnx"}
+EXTENSIONS = {NATIVE: ".npz", NPZ_STATE_DICT: ".npz", TORCH_ZIP: ".pt", SB3_ZIP: ".zip", SAFETENSORS: ".safetensors",
+              ONNX: ".onnx"}
 
 
 class Gone(ApiError):
@@ -48,8 +60,6 @@ def refusal(exc: ModelFileError) -> ApiError:
     return kind(str(exc), code=exc.code, details=exc.details or None)
 
 
-#: Stated choices an upload can carry beyond the activation (docs/models.md).
-ACTION_SCALINGS = ("clip", "squashed")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,199}$")
 MAX_NORMALIZATION_BYTES = 4 * 1024 * 1024
 
@@ -74,8 +84,6 @@ def _loader_options(prefix: str | None, action_scaling: str | None, normalizatio
             raise _field_error("action_scaling", f"must be one of {', '.join(ACTION_SCALINGS)}", "enum")
         options["action_scaling"] = action_scaling
     if normalization is not None:
-        from actors.rl.modelfiles.normalization import parse_normalization
-
         data = normalization.read(MAX_NORMALIZATION_BYTES + 1)
         if len(data) > MAX_NORMALIZATION_BYTES:
             raise TooLarge(f"the normalization file is larger than {MAX_NORMALIZATION_BYTES} bytes",

@@ -2,7 +2,8 @@
 policy or a :class:`ModelFileError`, never in another exception, and never take over a second.
 
 Inputs come from four generators: raw bytes behind the magic numbers the sniffer looks for; valid
-files of every accepted format (and the seed PyTorch checkpoint) mutated byte-wise; zip archives
+files of every accepted format (a hand-made Stable-Baselines3 zip among them, and the seed PyTorch
+checkpoint) mutated byte-wise; zip archives
 assembled from the member names the zip-based formats use; and safetensors files with generated
 headers. A property-based search over those spaces finds what hand-written cases miss, and every
 failure Hypothesis reports is shrunk to a small input that can be pasted into a unit test.
@@ -123,6 +124,34 @@ def _onnx_bytes(net: MLP) -> bytes:
     return model.SerializeToString()
 
 
+def _sb3_zip_bytes(net: MLP) -> bytes:
+    """A Stable-Baselines3 ``model.save()`` archive written by hand: ``data`` with the plain JSON
+    fields SB3 writes (and an opaque ``:serialized:`` blob), ``policy.pth`` in torch.save's zip."""
+    state = {}
+    names = ["mlp_extractor.policy_net.0", "action_net"]
+    for name, w, b in zip(names, net.weights, net.biases, strict=True):
+        state[f"{name}.weight"], state[f"{name}.bias"] = np.ascontiguousarray(w.T), b
+    state["value_net.weight"], state["value_net.bias"] = np.zeros((1, 4)), np.zeros(1)
+    blob = {":type:": "<class 'gymnasium.spaces.box.Box'>", ":serialized:": "gAWVAAAAAAAAAAA="}
+    data = {
+        "policy_class": {":type:": "<class 'abc.ABCMeta'>", ":serialized:": "gAWVAAAAAAAAAAA=",
+                         "__module__": "stable_baselines3.common.policies",
+                         "__init__": "<function ActorCriticPolicy.__init__ at 0x7f0000000000>"},
+        "policy_kwargs": {"net_arch": [6]},
+        "observation_space": {**blob, "dtype": "float32", "_shape": [4], "low": "[-4.8 -inf -0.41887903 -inf]",
+                              "high": "[4.8 inf 0.41887903 inf]"},
+        "action_space": {":type:": "<class 'gymnasium.spaces.discrete.Discrete'>", ":serialized:": "gAWV",
+                         "dtype": "int64", "n": "2", "start": "0", "_shape": []},
+        "use_sde": False,
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("data", json.dumps(data))
+        zf.writestr("policy.pth", _torch_zip_bytes(state))
+        zf.writestr("_stable_baselines3_version", "2.9.2")
+    return buf.getvalue()
+
+
 def _native_bytes(policy) -> bytes:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "p.npz"
@@ -151,6 +180,7 @@ def seeds() -> dict[str, bytes]:
             "native-tabular": _native_bytes(TabularPolicy(np.arange(12, dtype=np.float64).reshape(4, 3))),
             "npz-state-dict": _npz_bytes(_state_dict(net)),
             "torch-zip": _torch_zip_bytes(_state_dict(net)),
+            "sb3-zip": _sb3_zip_bytes(net),
             "safetensors": _safetensors_bytes(_state_dict(net), {"activation": "tanh"}),
             "onnx": _onnx_bytes(net),
         }
@@ -273,7 +303,8 @@ def mutated_seed(draw) -> bytes:
 MEMBER_NAMES = ["archive/data.pkl", "archive/byteorder", "archive/version", "archive/data/0", "archive/data/1",
                 "archive/constants.pkl", "archive/code/__torch__.py", "model/data.pkl", "__manifest__.npy",
                 "q_table.npy", "net.0.weight.npy", "net.0.bias.npy", "net.2.weight.npy", "net.2.bias.npy",
-                "actor.0.weight.npy", "log_std.npy", "data.pkl", "x.npy", "../escape.npy", "a/b/c/d.npy"]
+                "actor.0.weight.npy", "log_std.npy", "data.pkl", "x.npy", "../escape.npy", "a/b/c/d.npy",
+                "data", "policy.pth", "_stable_baselines3_version", "pytorch_variables.pth"]
 
 
 @st.composite

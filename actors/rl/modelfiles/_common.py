@@ -1,4 +1,4 @@
-"""Pieces shared by the format readers: limits, guarded zip access, and state dict → policy.
+"""Pieces shared by the format readers: limits, guarded zip access, and layers → policy.
 
 Every reader treats its input as hostile: sizes are checked from headers *before* anything is
 allocated or decompressed, so a small upload cannot make the server allocate gigabytes.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -24,12 +23,13 @@ from actors.rl.policy import MLPPolicy
 MiB = 1024 * 1024
 
 ACCEPTED_FORMATS = (
-    "the ResimHub .npz format, a .npz of an MLP state dict, a PyTorch torch.save() state-dict "
-    "checkpoint (zip), safetensors, or ONNX"
+    "the ResimHub .npz format, a Stable-Baselines3 model.save() zip, a .npz of an MLP state dict, "
+    "a PyTorch torch.save() state-dict checkpoint (zip), safetensors, or ONNX"
 )
 
-# State-dict activation when the upload does not say: DQN-style Q-networks (like the seed model)
-# are ReLU networks far more often than tanh ones.
+# State-dict activation when neither the file, its layout nor the uploader says: DQN-style
+# Q-networks (like the seed model) are ReLU networks far more often than tanh ones. Always
+# reported as an assumption when used (see layouts.HUB_DEFAULT).
 DEFAULT_STATE_DICT_ACTIVATION = "relu"
 
 
@@ -181,111 +181,44 @@ def shapes_of(arrays: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
 
 # -- state dict -> MLP policy ------------------------------------------------------------------
 
-# When a state dict holds several stacks of Linear layers (actor and critic, say), the policy is
-# the first of these that is present.
-_PREFERRED_STACKS = ("actor_mean", "actor", "policy", "pi", "q_network", "qnet", "q_net", "q",
-                     "network", "net", "model", "mlp", "layers", "")
 _LOG_STD_KEYS = ("log_std", "actor_logstd", "logstd", "actor_log_std")
-
-
-def _natural_key(path: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path))
-
-
-def _stack_name(path: str) -> str:
-    # "net.0" and "net.2" -> "net"; "fc1" and "fc2" -> "fc"; "actor.mlp.4" -> "actor.mlp"
-    return re.sub(r"\.?\d+$", "", path)
-
-
-def _group_key(stack: str) -> str:
-    return stack.rsplit(".", 1)[-1] if stack else ""
-
-
-def linear_stack(arrays: Mapping[str, np.ndarray], prefix: str | None = None
-                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Find the chain of Linear layers (``<stack>.<i>.weight`` / ``.bias``) that forms the policy.
-
-    Layers are ordered by their numeric index; any other parameter inside the chosen stack (a
-    LayerNorm, a BatchNorm's running statistics) means the network is not a plain MLP and the file
-    is refused rather than run as the wrong function.
-    """
-    keys = [k for k in arrays if prefix is None or k.startswith(prefix)]
-    stacks: dict[str, list[str]] = {}
-    for k in keys:
-        if k.endswith(".weight") and np.ndim(arrays[k]) == 2:
-            path = k[: -len(".weight")]
-            stacks.setdefault(_stack_name(path), []).append(path)
-    if not stacks:
-        raise ModelFileError("bad_content",
-                             "no Linear layer weights found (expected 2-D '<name>.<i>.weight' arrays); "
-                             f"keys: {sorted(arrays)[:12]}")
-    if len(stacks) == 1:
-        stack = next(iter(stacks))
-    else:
-        by_name = {_group_key(s): s for s in stacks}
-        choice = next((by_name[p] for p in _PREFERRED_STACKS if p in by_name), None)
-        if choice is None:
-            raise ModelFileError("bad_content",
-                                 f"the state dict holds several layer stacks ({', '.join(sorted(stacks))}); "
-                                 "say which one is the policy with the prefix option")
-        stack = choice
-    paths = sorted(stacks[stack], key=_natural_key)
-    used = set()
-    weights, biases = [], []
-    for path in paths:
-        w = np.asarray(arrays[path + ".weight"])
-        used.add(path + ".weight")
-        b_key = path + ".bias"
-        if b_key in arrays:
-            b = np.asarray(arrays[b_key])
-            used.add(b_key)
-        else:
-            b = np.zeros(w.shape[0], dtype=w.dtype)
-        for arr, label in ((w, path + ".weight"), (b, b_key)):
-            if arr.dtype.kind not in "fiu":
-                raise ModelFileError("bad_content", f"{label} has non-numeric dtype {arr.dtype}")
-            if not np.all(np.isfinite(arr)):
-                raise ModelFileError("bad_content", f"{label} contains NaN or infinite values")
-        weights.append(w)
-        biases.append(b)
-    leftovers = [k for k in keys if k not in used and "." in k
-                 and _stack_name(k.rsplit(".", 1)[0]) == stack]
-    if leftovers:
-        raise ModelFileError("unsupported_format",
-                             "the network has parameters that are not Linear layers "
-                             f"({', '.join(sorted(leftovers)[:6])}); "
-                             "only plain MLPs (Linear layers with an elementwise activation) are supported")
-    return weights, biases, paths
 
 
 def find_log_std(arrays: Mapping[str, np.ndarray]) -> np.ndarray | None:
     for k, v in arrays.items():
-        if k.rsplit(".", 1)[-1] in _LOG_STD_KEYS:
+        if k.rsplit(".", 1)[-1] in _LOG_STD_KEYS and np.ndim(v) <= 2:
             return np.asarray(v, dtype=np.float64).reshape(-1)
     return None
 
 
-def mlp_from_state_dict(arrays: Mapping[str, np.ndarray], activation: str | None,
-                        prefix: str | None = None) -> tuple[MLP, list[str]]:
-    activation = activation or DEFAULT_STATE_DICT_ACTIVATION
+def mlp_from_layers(weights: list[np.ndarray], biases: list[np.ndarray], activation: str) -> MLP:
+    """Chain PyTorch-layout layers into an :class:`MLP`, in the precision they were stored in:
+    float32 checkpoints (PyTorch's default) evaluate as they were trained, with the same rounding
+    (and about twice as fast as in float64)."""
     if activation not in ACTIVATIONS:
         raise ModelFileError("bad_content", f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-    weights, biases, paths = linear_stack(arrays, prefix)
-    # Run the network in the precision it was stored in: float32 checkpoints (PyTorch's default)
-    # evaluate as they were trained, and about twice as fast as in float64.
     narrow = all(np.asarray(a).dtype.itemsize <= 4 for a in (*weights, *biases))
     try:
-        net = MLP.from_layers(weights, biases, activation=activation,
-                              dtype=np.float32 if narrow else np.float64)
+        return MLP.from_layers(weights, biases, activation=activation, dtype=np.float32 if narrow else np.float64)
     except ValueError as exc:
         raise ModelFileError("shape_mismatch", f"the layers do not form a chain: {exc}") from None
-    return net, paths
+
+
+def mlp_from_state_dict(arrays: Mapping[str, np.ndarray], activation: str | None,
+                        prefix: str | None = None) -> tuple[MLP, list[str]]:
+    """The acting network of a state dict (chosen by :func:`.layouts.choose_acting`) as an MLP."""
+    from actors.rl.modelfiles.layouts import choose_acting, gather_layers
+
+    acting = choose_acting(arrays, prefix)
+    weights, biases = gather_layers(arrays, acting.paths)
+    return mlp_from_layers(weights, biases, activation or DEFAULT_STATE_DICT_ACTIVATION), acting.paths
 
 
 def build_mlp_policy(net: MLP, spaces_: tuple[Any, Any] | None, env_id: str | None,
                      head: str | None = None, obs_shape: tuple[int, ...] | None = None,
                      action_low: np.ndarray | None = None, action_high: np.ndarray | None = None,
-                     log_std: np.ndarray | None = None, meta: dict | None = None) -> MLPPolicy:
+                     log_std: np.ndarray | None = None, meta: dict | None = None,
+                     squash: bool = False) -> MLPPolicy:
     """Wrap ``net`` for an environment when one is given, else with what the file says.
 
     Without an environment and without a stated head, outputs are taken as discrete action values
@@ -316,4 +249,4 @@ def build_mlp_policy(net: MLP, spaces_: tuple[Any, Any] | None, env_id: str | No
     if obs_shape is None or int(np.prod(obs_shape)) != net.sizes[0]:
         obs_shape = (net.sizes[0],)
     return MLPPolicy(net, head, obs_shape, action_low=action_low, action_high=action_high,  # type: ignore[arg-type]
-                     meta=meta, log_std=log_std)
+                     meta=meta, log_std=log_std, squash=squash)

@@ -2,7 +2,9 @@
 
 File names are chosen by the uploader and prove nothing (the seed model is a PyTorch zip named
 ``.pkl``), so the format is decided from magic bytes and, for zip archives, from the member
-names. Formats that are known but refused get a reason of their own instead of "unknown".
+names (a Stable-Baselines3 zip has ``data`` and ``policy.pth``; a ``torch.save`` zip has
+``<prefix>/data.pkl``). Formats that are known but refused get a reason of their own instead of
+"unknown".
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from typing import BinaryIO
 
 from actors.rl.errors import ModelFileError
 from actors.rl.modelfiles._common import ACCEPTED_FORMATS, Limits, open_zip
+from actors.rl.modelfiles.sb3_zip import is_sb3_archive
 
 NATIVE = "resimhub-npz"
 NPZ_STATE_DICT = "npz-state-dict"
 TORCH_ZIP = "torch-zip"
+SB3_ZIP = "sb3-zip"
 SAFETENSORS = "safetensors"
 ONNX = "onnx"
-FORMATS = (NATIVE, NPZ_STATE_DICT, TORCH_ZIP, SAFETENSORS, ONNX)
+FORMATS = (NATIVE, NPZ_STATE_DICT, TORCH_ZIP, SB3_ZIP, SAFETENSORS, ONNX)
 
 _GLOBAL_RE = re.compile(rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -36,7 +40,7 @@ def pickle_refusal() -> ModelFileError:
         f"Send {ACCEPTED_FORMATS} instead.")
 
 
-def _looks_like_pickle(head: bytes) -> bool:
+def looks_like_pickle(head: bytes) -> bool:
     if len(head) >= 2 and head[0] == 0x80 and 1 <= head[1] <= 5:
         return True
     # Protocol 0/1 pickles are text-ish: a GLOBAL opcode ("c<module>\n<name>\n") or a MARK/EMPTY_*
@@ -71,12 +75,15 @@ def _zip_kind(fh: BinaryIO, limits: Limits) -> str:
         raise ModelFileError("unsupported_format",
                              "TorchScript archives are not supported; save the model's state_dict() "
                              f"with torch.save instead, or send {ACCEPTED_FORMATS}")
+    if is_sb3_archive(names):
+        return SB3_ZIP
     if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
         return TORCH_ZIP
     if all(n.endswith(".npy") for n in names):
         return NATIVE if "__manifest__.npy" in names else NPZ_STATE_DICT
     raise ModelFileError("unsupported_format",
-                         f"a zip archive that is neither a .npz nor a PyTorch checkpoint; send {ACCEPTED_FORMATS}")
+                         "a zip archive that is neither a .npz, a PyTorch checkpoint nor a Stable-Baselines3 "
+                         f"model; send {ACCEPTED_FORMATS}")
 
 
 def sniff_stream(fh: BinaryIO, size: int, limits: Limits | None = None) -> str:
@@ -90,7 +97,7 @@ def sniff_stream(fh: BinaryIO, size: int, limits: Limits | None = None) -> str:
     # Before the pickle test: a safetensors header length can begin with the bytes 0x80 0x02.
     if _looks_like_safetensors(head, size):
         return SAFETENSORS
-    if _looks_like_pickle(head):
+    if looks_like_pickle(head):
         raise pickle_refusal()
     if head.startswith(b"\x93NUMPY"):
         raise ModelFileError("unsupported_format",

@@ -7,6 +7,7 @@ whatever global it names. Here it is read by an ``Unpickler`` whose ``find_class
 the handful of names a state dict needs, each to a harmless local stand-in; every other global is
 refused before it is imported. Tensor bytes are read from the zip with sizes checked against the
 limits and the declared storage size, and views are bounds-checked before any striding.
+The same reader serves ``policy.pth`` inside a Stable-Baselines3 zip (:func:`read_torch_bytes`).
 """
 
 from __future__ import annotations
@@ -273,3 +274,12 @@ def read_torch_zip(fh: BinaryIO, limits: Limits) -> dict[str, np.ndarray]:
             raise ModelFileError("bad_content", f"the checkpoint's data.pkl is malformed: "
                                  f"{type(exc).__name__}: {exc}") from None
     return _flat_tensor_dict(_unwrap(obj))
+
+
+def read_torch_bytes(raw: bytes, limits: Limits, member: str = "checkpoint") -> dict[str, np.ndarray]:
+    """A ``torch.save`` checkpoint held in memory (e.g. ``policy.pth`` inside an SB3 zip), read by
+    the same restricted unpickler as a checkpoint file."""
+    if raw[:4] != b"PK\x03\x04":
+        raise ModelFileError("unsupported_format", f"{member} is not in torch.save's zip format (a legacy "
+                             "or plain pickle, which is refused)")
+    return read_torch_zip(io.BytesIO(raw), limits)

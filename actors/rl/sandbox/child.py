@@ -114,6 +114,8 @@ def main() -> None:
     import socket
 
     import numpy  # noqa: F401 - imported while waiting, so that a load does not pay for it
+    import onnx  # noqa: F401 - about a second to import; the ONNX checks need it
+    import onnxruntime  # noqa: F401
 
     import actors.rl.envspec  # noqa: F401
     import actors.rl.modelfiles  # noqa: F401
