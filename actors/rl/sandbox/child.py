@@ -119,11 +119,13 @@ def main() -> None:
 
     import actors.rl.envspec  # noqa: F401
     import actors.rl.modelfiles  # noqa: F401
+    from actors.rl.sandbox import wire
 
     sock = socket.socket(fileno=sock_fd)
     try:
+        wire.write_all(sock_fd, wire.encode_json({"ok": True, "ready": True}))
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-    except OSError:
+    except (OSError, wire.WireError):
         return
     if len(fds) != 1:
         return

@@ -42,12 +42,16 @@ from actors.rl.errors import ModelFileError
 from actors.rl.sandbox import wire
 
 MiB = 1024 * 1024
+#: How long a new child may take to import numpy, gymnasium and onnxruntime on a busy machine.
+STARTUP_TIMEOUT_S = 120.0
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 #: Variables the child keeps: one thread per math library (the worker parallelises across
 #: evaluations), and the OpenBLAS core type where the machine needs it for correct results.
 _KEPT_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_THREADS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_THREADS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                # Without it onnxruntime keeps a device-id database under $HOME/.cache, open for writing.
+                "ORT_DISABLE_TELEMETRY": "1"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,16 @@ class _Child:
         self.reader = wire.Reader(self.rfd, max_payload=256 * MiB)
         self._lock = threading.Lock()
         self.closed = False
+        self.ready = False
+
+    def wait_ready(self, cancelled: Callable[[], bool] | None = None) -> None:
+        """Wait for the child's imports (not counted against the load deadline: they are ours)."""
+        if self.ready:
+            return
+        answer, _ = _request(self, b"", time.monotonic() + STARTUP_TIMEOUT_S, cancelled)
+        if not (answer or {}).get("ready"):
+            raise SandboxError("policy_crashed", "the policy process did not start")
+        self.ready = True
 
     def alive(self) -> bool:
         return not self.closed and self.proc.poll() is None
@@ -283,7 +297,8 @@ def _request(child: _Child, frame: bytes, deadline: float, cancelled: Callable[[
 
     try:
         poll()
-        wire.write_all(child.wfd, frame, deadline)
+        if frame:
+            wire.write_all(child.wfd, frame, deadline)
         answer, out = child.reader.read(deadline, poll)
     except Cancelled:
         child.kill()
@@ -358,9 +373,10 @@ class SandboxPool:
         A file the loader refuses raises a :class:`SandboxError` carrying the loader's own code
         and status, exactly as an in-process load would have refused it.
         """
-        start = time.monotonic()
         child = self._take()
         try:
+            child.wait_ready(cancelled)
+            start = time.monotonic()
             child.attach(path)
             deadline = start + self.limits.evaluation_timeout_s
             answer, _ = _request(child, wire.encode_json({"op": "load", "kwargs": load_kwargs}),

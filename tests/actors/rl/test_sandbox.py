@@ -125,13 +125,22 @@ def _children() -> set[int]:
     return out
 
 
+def _cold_start_s() -> float:
+    """How long starting a child and loading a small model takes on this machine right now."""
+    start = time.monotonic()
+    open_policy(SEED_DQN_MODEL, env_id=ENV).close()
+    return time.monotonic() - start
+
+
 def test_a_loop_that_never_ends_fails_with_policy_timeout_and_leaves_no_process():
     before = _children()
+    baseline = _cold_start_s()
     start = time.monotonic()
     with pytest.raises(SandboxError) as info:
         _load_and_act(HOSTILE / "loop_bomb.onnx")
     assert info.value.code == "policy_timeout"
-    assert time.monotonic() - start < QUICK.load_timeout_s + QUICK.step_timeout_s + 3
+    # Start-up is not counted against the deadlines; the deadlines themselves hold.
+    assert time.monotonic() - start < baseline + QUICK.load_timeout_s + QUICK.step_timeout_s + 2
     assert _children() <= before
     # The worker goes on: the next policy loads and acts as usual.
     with open_policy(SEED_DQN_MODEL, env_id=ENV, limits=QUICK) as policy:
@@ -139,7 +148,7 @@ def test_a_loop_that_never_ends_fails_with_policy_timeout_and_leaves_no_process(
 
 
 def test_a_cancel_kills_a_busy_policy_within_a_second():
-    cancel_at = time.monotonic() + 0.5
+    cancel_at = time.monotonic() + _cold_start_s() + 1.0  # after the load, inside the first forward pass
     with pytest.raises(SandboxError) as info:
         _load_and_act(HOSTILE / "loop_bomb.onnx", limits=SandboxLimits(load_timeout_s=60, step_timeout_s=60),
                       cancelled=lambda: time.monotonic() >= cancel_at)
