@@ -66,8 +66,8 @@ def validate_model(envelope: Envelope) -> None:
             model.shapes = loaded["shapes"]
             model.manifest = loaded["manifest"]
             model.reason = None
-            # The activation actually used: the native manifest's own, or the state-dict default.
-            model.activation = loaded["manifest"].get("activation") or model.activation
+            # ``model.activation`` stays what the uploader stated: writing the loader's default back
+            # would make every later evaluation read it as stated, and its assumption would vanish.
             if task is not None and task.status not in tasks.TERMINAL:
                 tasks.succeed(session, task, model_view(model))
             outbox.record(session, ModelValidated(model_id=model.id, task_id=event.task_id, format=loaded["format"],
