@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from analytics import filecache
 from api import analytics_reads
 from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
-from api.middleware import BodyLimit
+from api.middleware import BodyLimit, StrictJsonBodies
 from api.schemas import ERROR_RESPONSES
 from storage.context import Storage
 
@@ -32,7 +32,18 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 def create_app(storage: Storage) -> FastAPI:
     from api import metrics
     from api.legacy import create_legacy_app
-    from api.routes import analytics, benchmark, environments, events, experiments, health, tasks, training, webhooks
+    from api.routes import (
+        analytics,
+        benchmark,
+        environments,
+        events,
+        experiments,
+        health,
+        index,
+        tasks,
+        training,
+        webhooks,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -58,12 +69,17 @@ def create_app(storage: Storage) -> FastAPI:
     for module in (environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
+    app.include_router(index.router)
     _install_error_handlers(app)
 
     from a2wsgi import WSGIMiddleware
 
-    app.mount("/api/v1", WSGIMiddleware(create_legacy_app(storage)))
+    legacy = create_legacy_app(storage)
+    app.state.legacy_app = legacy  # its url_map lists the /api/v1 routes (the OpenAPI does not)
+    app.mount("/api/v1", WSGIMiddleware(legacy))
     settings = storage.settings
+    # Added first, so it runs inside BodyLimit: the body it reads whole is already bounded.
+    app.add_middleware(StrictJsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes,
                        upload_prefixes=UPLOAD_PREFIXES)
     _install_observability_and_auth(app, storage)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from api import jsonbody
 from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.responses import accepted
 from api.schemas import EnvironmentCreate, ExperimentCreate, StartTraining
@@ -21,12 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def _json_body(schema: type[BaseModel]) -> Any:
-    payload = request.get_json(silent=True)
-    if payload is None:
-        raw = request.get_data(cache=True)
-        if raw and raw.strip():
-            raise ApiError("the request body is not valid JSON", code="malformed_json")
+    """The body decoded by the API's one strict JSON reader (:mod:`api.jsonbody`), then validated."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
         raise ApiError("a JSON object body is required", code="missing_body")
+    if not request.is_json:
+        raise jsonbody.malformed()
+    payload = jsonbody.loads(raw)
     try:
         return schema.model_validate(payload)
     except ValidationError as exc:
@@ -94,7 +96,7 @@ def create_legacy_app(storage: Storage) -> Flask:
     def register_environment():
         body = _json_body(EnvironmentCreate)
         with db.session() as session:
-            environment, task_id = environments.register(session, body.env_name)
+            environment, task_id = environments.register(session, body.env_name, body.version)
             public = environments.to_public(environment)
         if task_id is None:
             return jsonify(public), 200
@@ -121,6 +123,8 @@ def create_legacy_app(storage: Storage) -> Flask:
     def start_training():
         body = _json_body(StartTraining)
         with db.session() as session:
+            experiments.check_restated(experiments.get(session, body.experiment_id), env_name=body.env_name,
+                                       algo=body.algo, agent=body.agent)
             experiment, task, runs = training.start(session, body.experiment_id)
             content, headers = accepted(task.id, experiment_id=experiment.id, run_ids=[r.id for r in runs],
                                         experiment=experiments.to_public(experiment))

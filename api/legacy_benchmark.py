@@ -6,12 +6,12 @@ error shape, so a client sees the same codes and statuses on both layers.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, jsonify, request, send_file
 
-from api.errors import ApiError, Invalid, Unsupported
+from api import jsonbody
+from api.errors import Invalid, Unsupported
 from api.responses import accepted
 from api.services import benchmark, tasks
 from api.services import models as model_service
@@ -34,10 +34,7 @@ def _run_payload() -> Any:
         if not raw.strip():
             body = {}
         elif mimetype == "application/json" or mimetype.endswith("+json") or not mimetype:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                raise ApiError("the request body is not valid JSON", code="malformed_json") from None
+            body = jsonbody.loads(raw)
         else:
             raise Unsupported(f"send JSON or form fields, not {mimetype}", details={"content_type": mimetype})
     if isinstance(body, dict):

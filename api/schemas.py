@@ -31,11 +31,14 @@ class Strict(BaseModel):
 
 class EnvironmentCreate(Strict):
     env_name: str = Field(min_length=1, max_length=200, description="A registered Gymnasium id, e.g. CartPole-v1")
+    version: str | None = Field(default=None, min_length=1, max_length=20, description=(
+        "Optional, as the original ReSimHub API sent it (\"v1\"); must be the version in env_name"))
 
 
 class EnvironmentPublic(BaseModel):
     id: int
     env_name: str
+    version: str | None = Field(description="the version in the Gymnasium id (v1 for CartPole-v1)")
     status: str
     spec: dict[str, Any] | None
     reason: str | None
@@ -46,7 +49,8 @@ class EnvironmentPublic(BaseModel):
 
 class ExperimentCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
-    env_name: str = Field(min_length=1, max_length=200)
+    env_name: str | None = Field(default=None, min_length=1, max_length=200, description=(
+        "A registered environment; may be left out when name is one, as the original ReSimHub API allowed"))
     agent: str = Field(min_length=1, max_length=20, description="PPO, A2C, DQN, CEM or QLEARNING")
     total_timesteps: int | None = Field(default=None, ge=1, le=MAX_TIMESTEPS)
     episodes: int | None = Field(default=None, ge=1, le=MAX_EPISODES,
@@ -85,7 +89,14 @@ class ExperimentCreate(Strict):
 
 
 class StartTraining(Strict):
+    """``POST /api/v1/start_training``. The original API also sent ``env_name`` and ``algo``; they
+    are accepted when they agree with the experiment and refused (409) when they do not."""
+
     experiment_id: int = Field(ge=1)
+    env_name: str | None = Field(default=None, min_length=1, max_length=200)
+    algo: str | None = Field(default=None, min_length=1, max_length=20, description="the agent, as the original "
+                             "API called it")
+    agent: str | None = Field(default=None, min_length=1, max_length=20)
 
 
 class ExperimentPublic(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.artifacts import ArtifactStore
-from storage.db import Database
+from storage.db import Database, private_dir
 from storage.outbox import OutboxSignal, install_commit_hook
 from storage.result_channel import CeleryResultChannel
 from storage.settings import Settings
@@ -31,7 +31,7 @@ class Storage:
 
 def open_storage(settings: Settings, *, pool_size: int = 20) -> Storage:
     """Engine, session hooks and the optional Redis channel; connects lazily, on first use."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     db = Database(settings, pool_size=pool_size)
     signal = OutboxSignal()
     channel = CeleryResultChannel(settings.redis_url, settings.result_ttl) if settings.redis_url else None

@@ -2,10 +2,16 @@
 
 SQLite gets WAL, a busy timeout and foreign keys so the embedded hub can have a gateway, a relay and
 worker threads writing at once; PostgreSQL gets a modest pool. Nothing here runs at import time.
+
+The SQLite file holds webhook signing secrets and API key hashes, so it and the data directory are
+created readable by their owner only (see :func:`private_dir` and :func:`private_sqlite_file`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +22,61 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.settings import Settings
 
+log = logging.getLogger(__name__)
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+#: SQLite's companions of a database file in WAL mode; it creates them with the database's mode.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (0700) if it is missing; missing parents get the default mode.
+
+    An existing directory is left as it is: in a cluster the data directory is a shared volume whose
+    mode the operator chose for several users, and what needs protecting in it has its own mode.
+    """
+    Path(path).mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite URL, or ``None`` for an in-memory database."""
+    path = database_url.split("///", 1)[-1].split("?", 1)[0] if "///" in database_url else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
+def private_sqlite_file(database_url: str) -> None:
+    """Make sure the SQLite file exists readable by its owner only, before SQLite opens it.
+
+    SQLite would create it with 0644 (less the umask), and gives its ``-wal`` and ``-shm`` files
+    the database file's mode, so creating the empty file 0600 first covers all three. A file left
+    group- or world-readable by an older version is tightened, with a warning.
+    """
+    path = sqlite_path(database_url)
+    if path is None:
+        return
+    private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE))
+        return
+    except FileExistsError:
+        pass
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(candidate, mode & ~0o077)
+            log.warning("%s was readable by other users (mode %o); it holds secrets, now %o",
+                        candidate, mode, mode & ~0o077)
+
 
 def make_engine(database_url: str, *, pool_size: int = 20) -> Engine:
     if database_url.startswith("sqlite"):
-        path = database_url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(database_url)
         engine = create_engine(
             database_url,
             connect_args={"check_same_thread": False, "timeout": 30},

@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from storage.db import private_sqlite_file
 from storage.settings import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -22,8 +23,7 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
     if settings.is_sqlite:
-        path = settings.database_url.split("///", 1)[-1]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(settings.database_url)  # before Alembic's engine creates it world-readable
     command.upgrade(alembic_config(settings.database_url), revision)
 
 

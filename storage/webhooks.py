@@ -128,37 +128,81 @@ def resolve(host: str, port: int) -> list[str]:
     return seen
 
 
+#: IPv6 forms that carry an IPv4 address and reach it: its IPv4-compatible (``::a.b.c.d``,
+#: deprecated), IPv4-mapped (``::ffff:a.b.c.d``) and IPv4-translated (``::ffff:0:a.b.c.d``, SIIT)
+#: forms, which a dual-stack host may route to the IPv4 address itself and which no public receiver
+#: needs, so they are refused whatever they embed; and the translation prefixes a NAT64 gateway
+#: (RFC 6052) or a 6to4 relay forwards to the embedded address, which are judged by that address.
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+ALLOW_PRIVATE_SETTING = "RESIMHUB_WEBHOOK_ALLOW_PRIVATE"
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The form and the IPv4 address an IPv6 address carries, for the forms that deliver to it."""
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _IPV4_MAPPED:
+        return "an IPv4-mapped IPv6 address", low32
+    if ip in _IPV4_TRANSLATED:
+        return "an IPv4-translated IPv6 address", low32
+    if ip in _IPV4_COMPATIBLE:
+        return "an IPv4-compatible IPv6 address", low32
+    if ip in _NAT64:
+        return "a NAT64 address", low32
+    if ip.sixtofour is not None:
+        return "a 6to4 address", ip.sixtofour
+    if ip.teredo is not None:
+        return "a Teredo address", ip.teredo[1]
+    return None
+
+
+def _kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What makes ``ip`` non-public, from every property :mod:`ipaddress` knows (``is_global``
+    alone is not enough: older Pythons, 3.11.7 among them, call ``::127.0.0.1`` global)."""
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if getattr(ip, "is_site_local", False):
+        return "a site-local address"
+    if not ip.is_global:
+        return "a reserved or otherwise non-public address"
+    return None
+
+
 def address_problem(address: str, *, allow_private: bool) -> str | None:
-    """What kind of address refuses ``address`` ("a loopback address"), or ``None`` if it is allowed."""
+    """What kind of address refuses ``address`` ("a loopback address"), or ``None`` if it is allowed.
+
+    An IPv6 address that carries an IPv4 address (see :func:`embedded_ipv4`) is judged by the IPv4
+    address too, so ``[::ffff:127.0.0.1]`` or ``[64:ff9b::a9fe:a9fe]`` cannot reach what
+    ``127.0.0.1`` or the metadata service could not.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    embedded = ip
-    if ip.version == 6:
-        if ip.ipv4_mapped is not None:
-            embedded = ip.ipv4_mapped
-        elif ip.sixtofour is not None:
-            embedded = ip.sixtofour
-        elif ip.teredo is not None:
-            embedded = ip.teredo[1]
-        elif ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip in METADATA_ADDRESSES or embedded in METADATA_ADDRESSES:
+    embedded = embedded_ipv4(ip) if ip.version == 6 and not (ip.is_loopback or ip.is_unspecified) else None
+    if ip in METADATA_ADDRESSES or (embedded is not None and embedded[1] in METADATA_ADDRESSES):
         return "a cloud metadata address"
     if allow_private:
         return None
-    for candidate in (embedded, ip):
-        if candidate.is_loopback:
-            return "a loopback address"
-        if candidate.is_link_local:
-            return "a link-local address"
-        if candidate.is_multicast:
-            return "a multicast address"
-        if candidate.is_unspecified:
-            return "the unspecified address"
-        if candidate.is_private:
-            return "a private address"
-        if not candidate.is_global:
-            return "a reserved or otherwise non-public address"
-    return None
+    if embedded is not None:
+        form, ipv4 = embedded
+        inner = _kind(ipv4)
+        if inner is not None:
+            return f"{form} of {ipv4}, {inner}"
+        if ip in _IPV4_COMPATIBLE or ip in _IPV4_MAPPED or ip in _IPV4_TRANSLATED:
+            return f"{form} (of {ipv4}); use the IPv4 address itself"
+        if ip in _NAT64:
+            return None  # a NAT64 gateway forwards it to a public IPv4 address; the prefix itself is "reserved"
+    return _kind(ip)
 
 
 def check_url(url: str, *, allow_private: bool, resolve_host: bool = True) -> Target:
@@ -169,9 +213,11 @@ def check_url(url: str, *, allow_private: bool, resolve_host: bool = True) -> Ta
     are allowed) a host name is not looked up, so a receiver that is not running yet can subscribe.
     """
     scheme, host, port = parse_url(url)
+    literal = True
     try:
         addresses = [str(ipaddress.ip_address(host.strip("[]")))]
     except ValueError:
+        literal = False
         if not resolve_host:
             return Target(scheme, host, port, ())
         try:
@@ -183,7 +229,9 @@ def check_url(url: str, *, allow_private: bool, resolve_host: bool = True) -> Ta
     for address in addresses:
         problem = address_problem(address, allow_private=allow_private)
         if problem is not None:
-            where = address if host == address.lower() else f"{host} resolves to {address}, which"
-            rule = "webhooks may never reach it" if allow_private else "webhooks may only reach public addresses"
+            where = host if literal else f"{host} resolves to {address}, which"
+            rule = ("webhooks may never reach it" if allow_private or "metadata" in problem else
+                    f"webhooks may only reach public addresses ({ALLOW_PRIVATE_SETTING}=1 allows loopback and "
+                    "private receivers for local development)")
             raise UnsafeUrl(f"{where} is {problem}; {rule}")
     return Target(scheme, host, port, tuple(addresses))

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api import jsonbody
 from api.deps import SessionDep, StorageDep
-from api.errors import ApiError, Unsupported
+from api.errors import Unsupported
 from api.responses import accepted
 from api.schemas_benchmark import (
     MAX_COMPARE,
@@ -43,10 +43,7 @@ async def run_payload(request: Request) -> Any:
     elif not raw.strip():
         body = {}
     elif content_type == "application/json" or content_type.endswith("+json") or not content_type:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise ApiError("the request body is not valid JSON", code="malformed_json") from None
+        body = jsonbody.loads(raw)
     else:
         raise Unsupported(f"send JSON or form fields, not {content_type}", details={"content_type": content_type})
     if isinstance(body, dict):
@@ -71,7 +68,8 @@ def upload_model(
                                                                    "'q_net.q_net'")] = None,
     action_scaling: Annotated[str | None, Form(description="continuous ONNX outputs: 'clip' (actions in the "
                                                            "env's units, clipped to the bounds) or 'squashed' "
-                                                           "(tanh outputs in [-1, 1], rescaled to the bounds)")]
+                                                           "(tanh outputs in [-1, 1], rescaled to the bounds; "
+                                                           "'tanh' is the same)")]
     = None,
     normalization: Annotated[UploadFile | None, File(description="observation normalisation statistics "
                                                                  "(VecNormalize's) as JSON or .npz: obs_mean, "

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/environments", tags=["environments"])
 @router.post("", status_code=202, responses={200: {"description": "already registered"}})
 def register_environment(body: EnvironmentCreate, session: SessionDep) -> JSONResponse:
     """Register a Gymnasium id; a worker builds and steps it, poll the returned task for the result."""
-    environment, task_id = environments.register(session, body.env_name)
+    environment, task_id = environments.register(session, body.env_name, body.version)
     public = environments.to_public(environment)
     if task_id is None:
         return JSONResponse(public, status_code=200)

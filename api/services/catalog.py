@@ -60,6 +60,11 @@ def check_hyperparams(agent: str, hyperparams: dict) -> dict:
         raise Invalid(f"unknown hyperparameters for {agent}: {', '.join(unknown)}", code="unknown_hyperparameter",
                       details={"unknown": unknown, "known": sorted(fields)})
     for key, value in hyperparams.items():
+        if not _finite(value):
+            # The API refuses such JSON at the door (api/jsonbody.py); this catches rows stored before
+            # it did, so training one is refused before anything is queued, not after.
+            raise Invalid(f"hyperparameter {key} must be a finite number, got {value!r}",
+                          code="invalid_hyperparameter", details={"field": key})
         default = fields[key].default
         if isinstance(default, bool) or default is None:
             ok = isinstance(value, bool) or default is None
@@ -79,6 +84,14 @@ def check_hyperparams(agent: str, hyperparams: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - the agent's own validation message is the answer
         raise Invalid(f"invalid hyperparameters for {agent}: {exc}", code="invalid_hyperparameter") from None
     return hyperparams
+
+
+def _finite(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def out_of_range(exc: OutOfRange, agent: str) -> Invalid:

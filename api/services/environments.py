@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import NotFound
+from api.errors import Invalid, NotFound
 from api.services.catalog import require_known_env
 from storage import outbox, tasks
 from storage.events import EnvironmentRegistered, rfc3339
@@ -16,6 +16,7 @@ def to_public(env: Environment) -> dict:
     return {
         "id": env.id,
         "env_name": env.env_name,
+        "version": version_of(env.env_name),
         "status": env.status,
         "spec": env.spec,
         "reason": env.reason,
@@ -25,13 +26,42 @@ def to_public(env: Environment) -> dict:
     }
 
 
-def register(session: Session, env_name: str) -> tuple[Environment, str | None]:
+def version_of(env_name: str) -> str | None:
+    """The version in a Gymnasium id, as the original ReSimHub API spelled it: ``v1`` for ``CartPole-v1``."""
+    from gymnasium.envs.registration import parse_env_id
+
+    try:
+        version = parse_env_id(env_name)[2]
+    except Exception:  # noqa: BLE001 - not a well-formed id: it has no version to speak of
+        return None
+    return None if version is None else f"v{version}"
+
+
+def _check_version(env_name: str, version: str | None) -> None:
+    """The original API took the version beside the id; here it is only checked, never applied, so a
+    request can never register an id other than the one it names."""
+    if version is None:
+        return
+    stated = version.strip().lower()
+    stated = stated if stated.startswith("v") else f"v{stated}"
+    actual = version_of(env_name)
+    if stated != actual:
+        has = f"whose version is {actual}" if actual else "which has no version"
+        raise Invalid(f"version {version!r} does not match env_name {env_name!r}, {has}", code="version_mismatch",
+                      details=[{"field": "version", "message": f"{env_name} is version {actual}",
+                                "type": "version_mismatch", "version": version, "env_name": env_name,
+                                "env_version": actual}])
+
+
+def register(session: Session, env_name: str, version: str | None = None) -> tuple[Environment, str | None]:
     """Register ``env_name`` and queue its verification; returns the row and the new task id.
 
     Registering an id that is already known and not rejected is a no-op that returns the existing
-    row and no task, so scripts can register unconditionally.
+    row and no task, so scripts can register unconditionally. ``version``, if given, must be the
+    id's own (see :func:`_check_version`).
     """
     env_name = require_known_env(env_name)
+    _check_version(env_name, version)
     existing = session.scalars(select(Environment).where(Environment.env_name == env_name)).first()
     if existing is not None and existing.status != "rejected":
         return existing, None

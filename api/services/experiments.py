@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound
 from api.schemas import ExperimentCreate
 from api.services import environments
 from api.services.catalog import check_hyperparams, require_known_agent
@@ -36,11 +36,12 @@ def to_public(exp: Experiment) -> dict:
 
 def create(session: Session, body: ExperimentCreate) -> Experiment:
     agent = require_known_agent(body.agent)
-    environment = environments.by_name(session, body.env_name)
+    env_name = body.env_name or _env_named_like(session, body.name)
+    environment = environments.by_name(session, env_name)
     if environment is None or environment.status == "rejected":
         state = "was rejected" if environment else "is not registered"
-        raise Invalid(f"environment {body.env_name!r} {state}; register it with POST /api/environments first",
-                      code="environment_not_registered", details={"env_name": body.env_name})
+        raise Invalid(f"environment {env_name!r} {state}; register it with POST /api/environments first",
+                      code="environment_not_registered", details={"env_name": env_name})
     check_hyperparams(agent, body.hyperparams)
     if environment.spec is not None:
         _check_agent_fits_env(agent, environment.spec)
@@ -66,6 +67,38 @@ def create(session: Session, body: ExperimentCreate) -> Experiment:
     ))
     session.commit()
     return experiment
+
+
+def _env_named_like(session: Session, name: str) -> str:
+    """The environment of an experiment created without ``env_name``: the original ReSimHub API named
+    experiments after their environment (``{"name": "CartPole-v1", ...}``), so a name that is a
+    registered environment id stands for it. Any other name leaves ``env_name`` simply missing."""
+    environment = environments.by_name(session, name)
+    if environment is None or environment.status == "rejected":
+        raise Invalid("the request is not valid", details=[
+            {"field": "env_name", "message": "Field required (the name is not a registered environment id)",
+             "type": "missing"}])
+    return environment.env_name
+
+
+def check_restated(experiment: Experiment, **stated: str | None) -> None:
+    """Refuse a request that restates a field of ``experiment`` (``env_name``; ``agent`` or ``algo``,
+    as the original API's ``start_training`` called it) with another value: training the experiment
+    anyway would run something other than what the client asked for. Agreeing fields are accepted,
+    agent names case-insensitively as everywhere else."""
+    for field, value in stated.items():
+        if value is None:
+            continue
+        if field == "env_name":
+            actual, same = experiment.env_name, value.strip() == experiment.env_name
+        else:
+            actual, same = experiment.agent, value.strip().upper().replace("-", "") == experiment.agent
+        if not same:
+            raise Conflict(f"{field} {value!r} conflicts with experiment {experiment.id}, whose "
+                           f"{'env_name' if field == 'env_name' else 'agent'} is {actual!r}",
+                           code="experiment_mismatch",
+                           details={"field": field, "requested": value, "experiment": actual,
+                                    "experiment_id": experiment.id})
 
 
 def _check_agent_fits_env(agent: str, spec: dict) -> None:

@@ -52,6 +52,25 @@ def test_private_address_refused_at_delivery_time_without_connecting(receiver, m
     assert receiver.count == 0
 
 
+@pytest.mark.parametrize("resolved", [["::127.0.0.1"], ["::ffff:0:7f00:1"], ["::ffff:127.0.0.1"],
+                                      ["64:ff9b::7f00:1"], ["2002:7f00:1::1"], ["8.8.8.8", "::7f00:1"]])
+def test_ipv6_forms_of_loopback_are_refused_at_delivery_time(receiver, monkeypatch, resolved):
+    monkeypatch.setattr(rules, "resolve", lambda host, port: resolved)
+    outcome = post(f"http://sneaky.example:{receiver.port}/", b"{}", {}, allow_private=False)
+    assert outcome.status_code is None and outcome.error.startswith("refused: sneaky.example resolves to ")
+    assert "127.0.0.1, a loopback address" in outcome.error and "RESIMHUB_WEBHOOK_ALLOW_PRIVATE" in outcome.error
+    time.sleep(0.1)
+    assert receiver.count == 0
+
+
+def test_a_literal_ipv4_compatible_host_is_refused_at_delivery_time(receiver):
+    """A URL stored before the check knew these forms is refused when it is attempted."""
+    outcome = post(f"http://[::127.0.0.1]:{receiver.port}/", b"{}", {}, allow_private=False)
+    assert outcome.error.startswith("refused: ::127.0.0.1 is an IPv4-compatible IPv6 address of 127.0.0.1")
+    time.sleep(0.1)
+    assert receiver.count == 0
+
+
 def test_redirects_are_not_followed(receiver):
     with Receiver() as elsewhere:
         receiver.default = Reply(307, headers={"Location": elsewhere.url})
@@ -117,5 +136,6 @@ def test_dns_rebinding_after_subscribing_is_refused_at_delivery(tmp_path, receiv
     for attempt in delivery["attempts"]:
         assert attempt["status_code"] is None
         assert attempt["error"] == ("refused: rebind.example resolves to 127.0.0.1, which is a loopback address; "
-                                    "webhooks may only reach public addresses")
+                                    "webhooks may only reach public addresses (RESIMHUB_WEBHOOK_ALLOW_PRIVATE=1 "
+                                    "allows loopback and private receivers for local development)")
     assert receiver.count == 0

@@ -112,13 +112,29 @@ def test_bad_urls_are_refused_even_when_private_addresses_are_allowed(hub, url, 
     ("http://[::ffff:127.0.0.1]/hook", "loopback"),
     ("http://0.0.0.0/hook", "unspecified"),
     ("http://100.64.1.1/hook", "non-public"),
+    ("http://[::127.0.0.1]/hook", "IPv4-compatible IPv6 address of 127.0.0.1, a loopback address"),
+    ("http://[::a9fe:a9fe]/latest/meta-data", "metadata"),
+    ("http://[::10.0.0.1]/hook", "of 10.0.0.1, a private address"),
+    ("http://[::ffff:0:7f00:1]/hook", "IPv4-translated IPv6 address of 127.0.0.1, a loopback address"),
+    ("http://[64:ff9b::c0a8:101]/hook", "NAT64 address of 192.168.1.1, a private address"),
+    ("http://[2002:a00:1::1]/hook", "6to4 address of 10.0.0.1"),
 ])
 def test_private_destinations_are_refused_at_subscribe_time(strict_hub, url, kind):
     r = create(strict_hub.client, url=url)
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert error["code"] == "unsafe_url" and kind in error["details"]["reason"], error
+    if "metadata" not in kind:
+        assert "RESIMHUB_WEBHOOK_ALLOW_PRIVATE=1" in error["message"]
     assert strict_hub.client.get("/api/webhooks").json() == []
+    r = strict_hub.client.patch("/api/webhooks/1", json={"url": url})
+    assert r.status_code in (404, 422)
+
+
+def test_metadata_behind_ipv6_forms_is_refused_even_with_private_addresses_allowed(hub):
+    for url in ("http://[::a9fe:a9fe]/", "http://[::ffff:a9fe:a9fe]/", "http://[64:ff9b::a9fe:a9fe]/"):
+        r = create(hub.client, url=url)
+        assert r.status_code == 422 and "metadata" in r.json()["error"]["message"], r.text
 
 
 def test_url_changes_are_checked_too(strict_hub, monkeypatch):

@@ -1,11 +1,10 @@
 """Schemathesis against the gateway's live OpenAPI document: every operation, valid and invalid input.
 
 What must hold whatever arrives: no 5xx, and every answer conforms to what the document declares
-for it (status code, content type, headers, body schema). The hub is the embedded one (SQLite), and
-the same app on PostgreSQL, which refuses some inputs SQLite stores (NUL characters, 64-bit
-overflows). Each is pre-populated so that ids in paths sometimes exist, and has no worker and no
-relay: nothing generated here is ever executed or delivered (a fuzzed webhook URL must never
-receive traffic).
+for it (status code, content type, headers, body schema). It runs on both databases against the
+``fuzz_hub`` of this package's conftest: populated, with no worker and no relay, so nothing
+generated here is ever executed or delivered. Bodies no generator makes (non-finite numbers, deep
+nesting) are the business of ``test_hostile_bodies.py``.
 
 ``RESIMHUB_FUZZ_API_EXAMPLES`` sets the examples per operation and mode (valid and invalid data);
 the total, at least 1,000 requests, is asserted at the end.
@@ -13,12 +12,9 @@ the total, at least 1,000 requests, is asserted at the end.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter
 
-import numpy as np
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -31,10 +27,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from storage import webhooks as webhook_storage
-from tests.support.hubs import running_hub, settings_for
-from tests.support.services import fresh_postgres_database
-
 EXAMPLES_PER_OPERATION = int(os.environ.get("RESIMHUB_FUZZ_API_EXAMPLES", "20"))
 MIN_TOTAL_REQUESTS = 1000
 #: A generated ``?wait=`` would hold a request open for up to a minute on work that, with no
@@ -44,48 +36,6 @@ MAX_WAIT_SENT_S = 0.05
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fuzz_hub(request, tmp_path):
-    """The embedded hub, and the same app on PostgreSQL (which refuses inputs SQLite stores)."""
-    env = {"RESIMHUB_WEBHOOK_ALLOW_PRIVATE": "1", "RESIMHUB_WRITE_RATE": "0"}
-    with contextlib.ExitStack() as stack:
-        if request.param == "postgresql":
-            env["RESIMHUB_DATABASE_URL"] = stack.enter_context(fresh_postgres_database())
-        hub = stack.enter_context(running_hub(settings_for(tmp_path, **env), worker=False, relay=False))
-        _populate(hub, tmp_path)
-        yield hub
-
-
-def _populate(hub, tmp) -> None:
-    """One of everything, so that generated ids such as 1 reach real rows and not only 404s."""
-    from actors.rl.nn import MLP
-    from actors.rl.policy import MLPPolicy, save_policy
-
-    c = hub.client
-    assert c.post("/api/environments", json={"env_name": "CartPole-v1"}).status_code == 202
-    r = c.post("/api/experiments", json={"name": "fuzz", "env_name": "CartPole-v1", "agent": "CEM",
-                                         "total_timesteps": 1000})
-    assert r.status_code == 201, r.text
-    assert c.post(f"/api/experiments/{r.json()['id']}/train").status_code == 202
-    model = tmp / "policy.npz"
-    save_policy(MLPPolicy(MLP([4, 8, 2], "tanh", rng=np.random.default_rng(0)), "discrete", (4,)), model,
-                {"env_id": "CartPole-v1"})
-    with model.open("rb") as fh:
-        r = c.post("/benchmark/upload_model", files={"file": ("p.npz", fh)}, data={"env_name": "CartPole-v1"})
-    assert r.status_code in (201, 202), r.text
-    r = c.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"]})
-    assert r.status_code == 201, r.text
-
-
-@pytest.fixture(autouse=True)
-def _no_name_resolution(monkeypatch):
-    """Belt and braces beside the missing worker: no generated host name is ever looked up."""
-    def refuse(host, port):
-        raise OSError(f"name resolution is disabled while fuzzing ({host})")
-
-    monkeypatch.setattr(webhook_storage, "resolve", refuse)
 
 
 def _fuzz_operation(operation, mode: GenerationMode, failures: list[str], sent: Counter, statuses: Counter) -> None:
