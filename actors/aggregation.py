@@ -2,7 +2,9 @@
 in, writes the experiment's statistics and the Parquet snapshots.
 
 Aggregations of one experiment are serialised by locking the experiment row, so exactly one of the
-runs' messages sees "all runs evaluated" and finishes the experiment.
+runs' messages sees "all runs evaluated" and finishes the experiment, emitting ``ExperimentCompleted``
+with the statistics and then ``SnapshotWritten``; a failed evaluation fails the experiment with
+``ExperimentFailed`` (once, however many runs fail; see :mod:`storage.experiments`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from actors.handling import consumer
 from actors.runtime import current
 from analytics import rows as snapshot_rows
 from analytics import snapshots
-from storage import ledger, outbox, tasks
+from storage import experiments, ledger, outbox, supersession, tasks
 from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, SnapshotWritten
 from storage.models import Environment, Evaluation, Experiment, Task, TrainingRun
 
@@ -39,8 +41,9 @@ def aggregate(envelope: Envelope) -> None:
         if isinstance(event, EvaluationFailed) or evaluation.status != "completed":
             run.status = "failed"
             run.error = event.error if isinstance(event, EvaluationFailed) else {"message": "evaluation failed"}
-            experiment.status = "failed"
-            tasks.fail(session, task, {**run.error, "code": "evaluation_failed"})
+            error = {**run.error, "code": "evaluation_failed"}
+            tasks.fail(session, task, error)
+            experiments.fail(session, experiment, task_id=task.id, stage="evaluation", error=error, run_id=run.id)
         else:
             run.evaluation = {k: evaluation.result.get(k) for k in SUMMARY_KEYS if k in evaluation.result}
             runs = list(session.scalars(select(TrainingRun).where(TrainingRun.task_id == run.task_id)
@@ -51,8 +54,9 @@ def aggregate(envelope: Envelope) -> None:
                 environment = session.get(Environment, experiment.environment_id)
                 threshold = ((environment.spec or {}).get("reward_threshold") if environment else None)
                 results = experiment_results(experiment, runs, evaluations, threshold)
-                experiment.status, experiment.results = "completed", results
+                experiments.complete(session, experiment, task_id=task.id, results=results)
                 tasks.succeed(session, task, {"experiment_id": experiment.id, **results})
+                supersession.supersede_earlier(session, experiment.id, task.id)  # a retrain replaced them
                 rows = _write_snapshots(storage.settings.snapshots_dir, experiment, runs, evaluations, task.id)
                 outbox.record(session, SnapshotWritten(experiment_id=experiment.id,
                                                        datasets=sorted(rows), rows=sum(rows.values())))

@@ -1,7 +1,11 @@
 """What happens when an actor gives up on a message (retries exhausted, time limit, a bug).
 
 Dramatiq dead-letters the message and sends it here (``on_retry_exhausted``), so the task a client
-is polling ends ``failed`` with a reason instead of staying ``running`` forever.
+is polling ends ``failed`` with a reason instead of staying ``running`` forever. The failure goes
+through the outbox like any other, in the same transaction: ``TrainingFailed`` for a run the
+``train`` actor gave up on, ``EvaluationFailed`` for an evaluation (which ``aggregate`` then folds
+into its experiment, as it does an evaluation that failed on its own), and ``ExperimentFailed``
+once for the experiment (:mod:`storage.experiments`), so the event log and webhooks see it too.
 """
 
 from __future__ import annotations
@@ -9,10 +13,17 @@ from __future__ import annotations
 import logging
 
 from actors.runtime import current
-from storage import ledger, tasks
+from storage import experiments, ledger, outbox, tasks
+from storage.events import EvaluationFailed, TrainingFailed
 from storage.models import Evaluation, Experiment, TrainingRun, utcnow
 
 log = logging.getLogger(__name__)
+
+#: The actors that own a step of some task. Giving up on delivering a webhook (``fan_out_webhooks``
+#: sees every event, including ones that carry a ``task_id``) fails nobody's task.
+STEP_ACTORS = frozenset({"verify_environment", "validate_model", "train", "evaluate", "aggregate"})
+#: The steps of an experiment's training task, and the stage each one fails the experiment at.
+EXPERIMENT_STAGES = {"train": "training", "evaluate": "evaluation", "aggregate": "aggregation"}
 
 
 def record_give_up(message: dict, retry_info: dict) -> None:
@@ -22,25 +33,40 @@ def record_give_up(message: dict, retry_info: dict) -> None:
     data = event.get("data") or {}
     reason = (message.get("options") or {}).get("traceback") or ""
     last_line = reason.strip().splitlines()[-1] if reason.strip() else "no traceback"
+    if actor_name not in STEP_ACTORS:
+        log.error("%s gave up on %s: %s", actor_name, event.get("id") or args, last_line)
+        return
     with current().storage.db.session() as session:
         if event.get("id") and ledger.seen(session, event["id"], actor_name):
             return  # another delivery did the work (e.g. lost a race on the ledger row)
         error = {"type": "RetriesExhausted", "code": "gave_up", "retryable": False, "celery_type": "RuntimeError",
                  "message": f"{actor_name} gave up after {retry_info.get('retries', 0)} retries: {last_line}"[:1000]}
-        if data.get("run_id") is not None and actor_name == "train":
-            run = session.get(TrainingRun, data["run_id"])
+        public = {k: error[k] for k in ("type", "code", "message", "retryable")}
+        stage = EXPERIMENT_STAGES.get(actor_name)
+        # The experiment's lock first, before any other row changes: see storage/experiments.py.
+        experiment = None
+        if stage is not None and data.get("experiment_id") is not None:
+            experiment = session.get(Experiment, data["experiment_id"], with_for_update=True)
+        run_id = data.get("run_id")
+        if run_id is not None and actor_name == "train":
+            run = session.get(TrainingRun, run_id)
             if run is not None and run.status in ("queued", "running"):
                 run.status, run.error, run.finished_at = "failed", error, utcnow()
-        if data.get("evaluation_id"):
+                outbox.record(session, TrainingFailed(experiment_id=run.experiment_id, task_id=run.task_id,
+                                                      run_id=run.id, error=public))
+        if data.get("evaluation_id") and actor_name == "evaluate":
             evaluation = session.get(Evaluation, data["evaluation_id"])
             if evaluation is not None and evaluation.status in ("queued", "running"):
                 evaluation.status, evaluation.error, evaluation.finished_at = "failed", error, utcnow()
-        if data.get("experiment_id") is not None and actor_name in ("train", "evaluate", "aggregate"):
-            experiment = session.get(Experiment, data["experiment_id"])
-            if experiment is not None and experiment.status not in ("completed", "cancelled"):
-                experiment.status = "failed"
+                outbox.record(session, EvaluationFailed(
+                    evaluation_id=evaluation.id, task_id=data.get("task_id") or evaluation.task_id or "",
+                    model_id=evaluation.model_id, error=public, experiment_id=data.get("experiment_id"),
+                    run_id=run_id))
         task = tasks.get(session, data["task_id"]) if data.get("task_id") else None
         if task is not None:
             tasks.fail(session, task, error)
+        if experiment is not None:
+            experiments.fail(session, experiment, task_id=data.get("task_id"), stage=stage, error=error,
+                             run_id=run_id)
         session.commit()
     log.error("%s gave up on event %s: %s", actor_name, event.get("id"), last_line)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 
+from storage.artifacts import TEMP_FILE_GRACE_S, remove_temporaries
 from storage.context import Storage
 
 log = logging.getLogger(__name__)
+
+#: How often a relay looks for temporary files that interrupted writes left on the shared volume.
+TEMP_SWEEP_EVERY_S = 600.0
 
 COMPACT_EVERY_S = 60.0
 # Every completed experiment adds a few small files per partition; readers slow down with the file
@@ -41,3 +45,15 @@ def compact_snapshots(storage: Storage, _actors=None) -> None:
             _compacting.release()
 
     threading.Thread(target=work, name="snapshot-compaction", daemon=True).start()
+
+
+def remove_stale_temporaries(storage: Storage, _actors=None) -> int:
+    """Remove the temporary files a killed upload, checkpoint or snapshot write left on the volume.
+
+    Several gateways, workers and relays may share it, so only files untouched for
+    ``TEMP_FILE_GRACE_S`` (an hour) go: a write in progress touches its file with every block and
+    lasts seconds. (``resimhub up`` with its in-process broker removes them all when it starts.)
+    """
+    settings = storage.settings
+    return sum(remove_temporaries(root, older_than_s=TEMP_FILE_GRACE_S)
+               for root in (settings.artifacts_dir, settings.snapshots_dir))

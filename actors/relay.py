@@ -1,9 +1,17 @@
 """The outbox relay: moves committed events from the database onto the bus, at least once.
 
-Each pass claims a batch of unpublished rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several
-relays share the work without publishing a row twice; SQLite has a single writer anyway), enqueues a
-message per consumer from the routing table, and marks the rows published in the same transaction.
-If the broker is down the transaction rolls back and the rows wait for the next pass.
+Each pass first gives newly committed events their log positions (:func:`storage.outbox.sequence`,
+a short transaction that never waits for the broker), then claims a batch of positioned, unpublished
+rows in log order (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several relays share the work without
+publishing a row twice; SQLite has a single writer anyway), enqueues a message per consumer from the
+routing table, and marks the rows published in the same transaction. If the broker is down that
+transaction rolls back and the rows wait for the next pass; the log itself keeps growing. Only
+positioned rows are claimed, so a relay holding rows during a slow publish never blocks a sequencer.
+
+With a broker that keeps messages only in this process's memory (the embedded hub's ``StubBroker``)
+a row is not marked when its messages are enqueued but once its consumers have finished with them
+(:class:`actors.embedded.HandledTracker`), so the events a crash interrupted are sent again by the
+restarted hub's relay.
 """
 
 from __future__ import annotations
@@ -15,10 +23,13 @@ import uuid
 from collections.abc import Callable
 
 import dramatiq
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import select, update
 
 from actors.bus import BatchPublisher
 from actors.consumers import PERIODIC, ROUTES, Periodic
+from actors.embedded import HandledTracker
+from storage import outbox
 from storage.context import Storage
 from storage.models import EventRecord, utcnow
 from storage.outbox import NOTIFY_CHANNEL, envelope_of
@@ -45,17 +56,27 @@ class Relay:
         self._stop = threading.Event()
         self.periodic = PERIODIC if periodic is None else periodic
         self._due: dict[str, float] = {}
+        #: Set when the broker lives in this process's memory: rows stay unpublished until handled.
+        self.tracker = HandledTracker.install(broker) if isinstance(broker, StubBroker) else None
+        #: The log position up to which rows were handed to that broker (positions only grow).
+        self._handed_up_to = 0
 
     def publish_batch(self) -> int:
-        """One pass; returns the number of events published."""
+        """One pass; returns the number of events published (handed to an in-process broker)."""
         db = self.storage.db
+        if self.tracker is not None:
+            self.settle()
+        with db.session() as session:
+            outbox.sequence(session)
         with db.session() as session:
             query = (
                 select(EventRecord)
-                .where(EventRecord.published_at.is_(None))
-                .order_by(EventRecord.seq)
+                .where(EventRecord.published_at.is_(None), EventRecord.position.is_not(None))
+                .order_by(EventRecord.position)
                 .limit(self.batch_size)
             )
+            if self.tracker is not None:
+                query = query.where(EventRecord.position > self._handed_up_to)
             if db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = session.scalars(query).all()
@@ -65,9 +86,23 @@ class Relay:
             messages = []
             for row in rows:
                 doc = envelope_of(row).to_cloudevent()
+                mine = []
                 for actor_name in (*self.routes.get(row.type, ()), *self.routes.get("*", ())):
                     actor = self.actors[actor_name]
-                    messages.append(actor.message(doc).copy(message_id=message_id(row.event_id, actor_name)))
+                    mine.append(actor.message(doc).copy(message_id=message_id(row.event_id, actor_name)))
+                if self.tracker is not None:
+                    self.tracker.expect(row.seq, (m.message_id for m in mine))  # before a worker can finish one
+                messages += mine
+            if self.tracker is not None:
+                try:
+                    self.publisher.publish(messages)
+                except BaseException:
+                    self.tracker.forget(r.seq for r in rows)
+                    raise
+                self._handed_up_to = rows[-1].position
+                session.commit()
+                self.published += len(rows)
+                return len(rows)
             self.publisher.publish(messages)
             session.execute(
                 update(EventRecord).where(EventRecord.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
@@ -75,6 +110,24 @@ class Relay:
             session.commit()
         self.published += len(rows)
         return len(rows)
+
+    def settle(self) -> int:
+        """Mark published the events whose consumers have all finished (in-process broker only)."""
+        if self.tracker is None:
+            return 0
+        seqs = self.tracker.take_settled()
+        if not seqs:
+            return 0
+        try:
+            with self.storage.db.session() as session:
+                for start in range(0, len(seqs), 500):
+                    session.execute(update(EventRecord).where(EventRecord.seq.in_(seqs[start:start + 500]))
+                                    .values(published_at=utcnow()))
+                session.commit()
+        except BaseException:
+            self.tracker.put_back(seqs)
+            raise
+        return len(seqs)
 
     def drain(self) -> int:
         total = 0

@@ -18,12 +18,12 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from actors.bus import transient
 from actors.handling import consumer
 from actors.runtime import current
-from storage import ledger, outbox, tasks
+from storage import experiments, ledger, outbox, tasks
 from storage.artifacts import sha256_file
 from storage.events import (
     Envelope,
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 CONSUMER = "train"
 PROGRESS_INTERVAL_S = 1.0
 CANCEL_POLL_S = 0.5
+#: The share of a train task's ``fraction`` that its runs' training fills; the evaluations and the
+#: aggregation that follow take it to 1.0 when the task succeeds, so it never reads 1.0 before.
+TRAINING_SHARE = 0.9
 #: The train actor's Dramatiq time limit: only a backstop for a run stuck outside the engine's
 #: loops, since the training time limit (at most MAX_TRAINING_TIME_LIMIT_S) stops it cleanly first.
 ACTOR_TIME_LIMIT_MS = int((MAX_TRAINING_TIME_LIMIT_S + 3600) * 1000)
@@ -92,23 +95,43 @@ class _Stopper:
         return self.cancelled
 
 
-def _aggregate_progress(session, task: Task) -> dict:
-    row = session.execute(
-        select(func.sum(TrainingRun.timesteps), func.sum(TrainingRun.total_timesteps), func.sum(TrainingRun.episodes))
-        .where(TrainingRun.task_id == task.id)
-    ).one()
-    done, total, episodes = (int(v or 0) for v in row)
+def run_fraction(timesteps: int, episodes: int, total: int, episode_budget: int | None) -> float:
+    """How far one run's training is: its timesteps of the budget, or, with an episode budget, its
+    episodes of that budget (the step allowance of an episode budget is an upper bound the run
+    rarely reaches, so its steps would read low and then jump to the end)."""
+    fraction = timesteps / total if total else 0.0
+    if episode_budget:
+        fraction = max(fraction, episodes / episode_budget)
+    return min(max(fraction, 0.0), 1.0)
+
+
+def _aggregate_progress(session, task: Task, total: int, episode_budget: int | None) -> dict:
+    """The task's progress over all its runs, started or not.
+
+    Every run of a task has the same budget (``total``, ``episode_budget``: the experiment's), so a
+    run still queued counts as not started instead of being left out; leaving it out made the
+    fraction fall when a later seed started. A completed run counts as fully trained.
+    """
+    runs = session.execute(
+        select(TrainingRun.status, TrainingRun.timesteps, TrainingRun.episodes).where(TrainingRun.task_id == task.id)
+    ).all()
+    fractions = [1.0 if r.status == "completed" else run_fraction(r.timesteps, r.episodes, total, episode_budget)
+                 for r in runs]
     previous = task.progress or {}
-    return {**previous, "fraction": round(min(done / total, 1.0), 4) if total else 0.0,
-            "timesteps": done, "episodes": episodes}
+    fraction = TRAINING_SHARE * sum(fractions) / len(fractions) if fractions else 0.0
+    return {**previous, "fraction": round(fraction, 4), "timesteps": int(sum(r.timesteps for r in runs)),
+            "episodes": int(sum(r.episodes for r in runs)), "runs": len(runs),
+            "runs_trained": sum(1 for r in runs if r.status == "completed")}
 
 
 class _Reporter:
     """Turns the engine's progress callbacks into throttled task updates and events."""
 
-    def __init__(self, experiment_id: int, run_id: int, task_id: str, stopper: _Stopper) -> None:
+    def __init__(self, experiment_id: int, run_id: int, task_id: str, stopper: _Stopper, total: int,
+                 episode_budget: int | None) -> None:
         self.experiment_id, self.run_id, self.task_id = experiment_id, run_id, task_id
         self.stopper = stopper
+        self.total, self.episode_budget = total, episode_budget
         self._last = 0.0
 
     def __call__(self, progress) -> None:
@@ -120,19 +143,23 @@ class _Reporter:
         latest = None if progress.latest_return is None else float(progress.latest_return)
         try:
             with current().storage.db.session() as session:
+                # The task's lock first: another run's update waits and then reads this one's counts,
+                # so the task's progress is computed from every run's latest report.
+                task = tasks.get(session, self.task_id, for_update=True)
                 run = session.get(TrainingRun, self.run_id)
-                task = session.get(Task, self.task_id)
                 if run is None or task is None or task.status in tasks.TERMINAL:
                     return
                 run.timesteps, run.episodes = int(progress.timesteps), int(progress.episodes)
                 session.flush()
-                summary = _aggregate_progress(session, task)
+                summary = _aggregate_progress(session, task, self.total, self.episode_budget)
                 summary["latest_return"] = latest
                 tasks.set_progress(session, task, summary)
                 outbox.record(session, TrainingProgressed(
                     experiment_id=self.experiment_id, task_id=self.task_id, run_id=self.run_id,
                     timesteps=int(progress.timesteps), episodes=int(progress.episodes),
-                    fraction=float(progress.fraction), latest_return=latest))
+                    fraction=round(run_fraction(int(progress.timesteps), int(progress.episodes), self.total,
+                                                self.episode_budget), 4),
+                    latest_return=latest))
                 session.commit()
         except Exception as exc:  # noqa: BLE001 - progress is best effort; training goes on
             log.warning("progress update for run %s failed: %s", self.run_id, exc)
@@ -178,6 +205,9 @@ def train(envelope: Envelope) -> None:
         total, episode_budget = _budget(experiment, environment, agent.DEFAULT_TIMESTEPS)
         checkpoint = storage.artifacts.checkpoint_path(run.id)
         resumed_from = run.timesteps if checkpoint.exists() else None
+        if resumed_from is not None:
+            log.info("training run %s resumes from its checkpoint (attempt %d; last reported at %d of %d timesteps)",
+                     run.id, run.attempts + 1, run.timesteps, total)
         run.status, run.total_timesteps = "running", total
         run.attempts += 1
         run.started_at = run.started_at or utcnow()
@@ -193,7 +223,7 @@ def train(envelope: Envelope) -> None:
 
     time_limit_s = current().settings.training_time_limit
     stopper = _Stopper(event.task_id, episode_budget, time_limit_s)
-    reporter = _Reporter(exp_id, event.run_id, event.task_id, stopper)
+    reporter = _Reporter(exp_id, event.run_id, event.task_id, stopper, total, episode_budget)
     try:
         result = agent.train(env_name, hyperparams, seed=seed, total_timesteps=total, progress=reporter,
                              checkpoint_path=str(checkpoint), checkpoint_every=max(1000, total // 20),
@@ -218,7 +248,10 @@ def train(envelope: Envelope) -> None:
             ledger.mark(session, envelope.id, CONSUMER)
             session.commit()
         return
-    _record_success(envelope, event, result, agent_name, env_name, checkpoint)
+    if result.resumed_from is not None:
+        log.info("training run %s resumed at %d timesteps and finished at %d of %d", event.run_id,
+                 result.resumed_from, result.timesteps, total)
+    _record_success(envelope, event, result, agent_name, env_name, checkpoint, (total, episode_budget))
 
 
 def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception, *, code: str = "training_failed",
@@ -226,22 +259,24 @@ def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception
     """Fail the run, its task and its experiment; ``result`` is what a stopped run trained."""
     error = tasks.error_document(exc, code=code)
     with current().storage.db.session() as session:
+        # The experiment's lock first (storage/experiments.py): runs failing at once emit one ExperimentFailed.
+        experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         run = session.get(TrainingRun, event.run_id)
         run.status, run.finished_at = "failed", utcnow()
         run.error = {k: v for k, v in error.items() if k != "traceback"}
         if result is not None:
             run.timesteps, run.episodes = int(result.timesteps), int(result.episodes)
-        experiment = session.get(Experiment, event.experiment_id)
-        experiment.status = "failed"
         tasks.fail(session, session.get(Task, event.task_id), error)
         outbox.record(session, TrainingFailed(experiment_id=event.experiment_id, task_id=event.task_id,
                                               run_id=event.run_id, error=run.error))
+        experiments.fail(session, experiment, task_id=event.task_id, stage="training", error=error,
+                         run_id=event.run_id)
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
 
 
 def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_name: str, env_name: str,
-                    checkpoint: Path) -> None:
+                    checkpoint: Path, budget: tuple[int, int | None]) -> None:
     from actors.rl.policy import save_policy
 
     storage = current().storage
@@ -283,10 +318,10 @@ def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_
                                 task_id=event.task_id, experiment_id=experiment.id, run_id=run.id)
         session.add(evaluation)
         session.flush()
-        task = session.get(Task, event.task_id)
+        task = tasks.get(session, event.task_id, for_update=True)
         if task.status not in tasks.TERMINAL:
             # The throttled reporter may have last written well before the end; record the final counts.
-            tasks.set_progress(session, task, {**_aggregate_progress(session, task),
+            tasks.set_progress(session, task, {**_aggregate_progress(session, task, *budget),
                                                "latest_return": returns[-1] if returns else None})
         outbox.record(session, TrainingCompleted(
             experiment_id=experiment.id, task_id=event.task_id, run_id=run.id, model_id=model_id,

@@ -323,15 +323,7 @@ def sweep(storage: Storage, actors: dict, *, grace_s: float = SWEEP_GRACE_S, now
         for row in rows:
             row.next_attempt_at = now
             if row.status == "sending":
-                # A lost attempt uses up a retry like a failed one, so a delivery that keeps killing its
-                # worker still ends.
-                session.add(WebhookAttempt(delivery_id=row.id, number=row.attempts, started_at=now, latency_ms=0.0,
-                                           error="interrupted: the worker stopped before recording a result"))
-                row.lease_until, row.last_status_code, row.last_error = None, None, "interrupted"
-                if row.retries < len(schedule):
-                    row.status, row.retries = "pending", row.retries + 1
-                else:
-                    row.status, row.finished_at, row.next_attempt_at = "failed", now, None
+                _interrupted(session, row, now, schedule)
         pending = [(row.id, row.attempts) for row in rows if row.status == "pending"]
         session.commit()
     for delivery_id, token in pending:
@@ -342,3 +334,45 @@ def sweep(storage: Storage, actors: dict, *, grace_s: float = SWEEP_GRACE_S, now
             break
     log.info("webhook sweep re-sent %d deliveries", len(pending))
     return len(pending)
+
+
+def _interrupted(session: Session, row: WebhookDelivery, now: datetime, schedule: tuple[float, ...]) -> None:
+    """Record the attempt a vanished worker was making as interrupted. A lost attempt uses up a retry
+    like a failed one, so a delivery that keeps killing its worker still ends."""
+    session.add(WebhookAttempt(delivery_id=row.id, number=row.attempts, started_at=now, latency_ms=0.0,
+                               error="interrupted: the worker stopped before recording a result"))
+    row.lease_until, row.last_status_code, row.last_error = None, None, "interrupted"
+    if row.retries < len(schedule):
+        row.status, row.retries = "pending", row.retries + 1
+        row.next_attempt_at = now
+    else:
+        row.status, row.finished_at, row.next_attempt_at = "failed", now, None
+
+
+def recover(storage: Storage, actors: dict, *, now: datetime | None = None) -> int:
+    """At the start of a hub whose broker lived in its own memory (``resimhub up``), before its worker
+    runs: every message about a delivery died with the previous process. An attempt in flight
+    (``sending``, whatever its lease says) is recorded as interrupted; every pending delivery gets its
+    message again, delayed until its attempt is due (waits beyond :data:`MAX_MESSAGE_DELAY_S` stay
+    with the sweep). Returns the number of deliveries sent again."""
+    if actors.get(DELIVER) is None:
+        return 0
+    now = now or utcnow()
+    schedule = storage.settings.webhook_retry_schedule
+    with storage.db.session() as session:
+        rows = session.scalars(select(WebhookDelivery)
+                               .where(WebhookDelivery.status.in_(("pending", "sending")))
+                               .order_by(WebhookDelivery.next_attempt_at)).all()
+        for row in rows:
+            if row.status == "sending":
+                _interrupted(session, row, now, schedule)
+        pending = [(row.id, row.attempts, aware(row.next_attempt_at)) for row in rows if row.status == "pending"]
+        session.commit()
+    sent = 0
+    for delivery_id, token, due in pending:
+        delay = max(0.0, (due - now).total_seconds()) if due is not None else 0.0
+        if delay > MAX_MESSAGE_DELAY_S:
+            continue
+        send_delivery(delivery_id, token, delay)
+        sent += 1
+    return sent

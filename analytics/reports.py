@@ -213,6 +213,40 @@ def experiment(snapshots_dir: Path | str, experiment_id: int, *, bins: int = CUR
 
 # -- leaderboards -------------------------------------------------------------------------------------
 
+def latest_training_mask(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``frame`` (``experiment_id``, ``task_id``, ``evaluated_at``, optionally ``source``)
+    count: benchmark rows and, of an experiment's rows, those of its latest training task (the one
+    evaluated last). A retrain supersedes the experiment's earlier tasks (storage/supersession.py);
+    the snapshots are append-only, so their rows stay and are left out here. Rows without an
+    experiment or a task always count."""
+    keep = np.ones(len(frame), dtype=bool)
+    if frame.empty:
+        return keep
+    scoped = frame["experiment_id"].notna() & frame["task_id"].notna()
+    if "source" in frame:
+        scoped &= frame["source"] == "experiment"
+    if not scoped.any():
+        return keep
+    sub = frame.loc[scoped, ["experiment_id", "task_id", "evaluated_at"]].astype(
+        {"experiment_id": "int64", "task_id": "string"})
+    last = (sub.groupby(["experiment_id", "task_id"], observed=True)["evaluated_at"].max().reset_index()
+            .sort_values(["evaluated_at", "task_id"]).drop_duplicates("experiment_id", keep="last"))
+    current = dict(zip(last["experiment_id"], last["task_id"], strict=True))
+    keep[np.flatnonzero(scoped.to_numpy())] = (sub["experiment_id"].map(current) == sub["task_id"]).to_numpy(
+        dtype=bool, na_value=False)
+    return keep
+
+
+def superseded_models(snapshots_dir: Path | str, env: str) -> set[str]:
+    """The models of the trainings of ``env``'s experiments that a later training superseded."""
+    frame = readers.read(snapshots_dir, "evaluations", envs=[env], filter=pc.field("source") == "experiment",
+                         columns=["experiment_id", "task_id", "model_id", "evaluated_at"])
+    if frame.empty:
+        return set()
+    keep = latest_training_mask(frame)
+    return {str(m) for m in frame.loc[~keep, "model_id"].dropna()}
+
+
 def _rank(entries: list[dict]) -> list[dict]:
     def key(e: dict) -> tuple:
         iqm_, score = e["iqm"], e["score"]
@@ -242,10 +276,11 @@ def agent_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
     if agent is not None:
         flt = flt & (pc.field("agent") == agent)
     runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since, filter=flt,
-                        columns=["agent", "experiment_id", "run_id", "mean", "episodes", "evaluated_at"])
+                        columns=["agent", "experiment_id", "task_id", "run_id", "mean", "episodes", "evaluated_at"])
     runs = runs.dropna(subset=["agent", "mean"])
     if runs.empty:
         return []
+    runs = runs[_current(snapshots_dir, env, runs, since)]
     runs = runs.sort_values("evaluated_at").drop_duplicates("run_id", keep="last")
     names, summary = _summaries(runs["agent"], runs["mean"].to_numpy(dtype=float))
     codes = runs["agent"].astype("category").cat.codes.to_numpy()
@@ -264,9 +299,31 @@ def agent_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
     return _rank(out)
 
 
+def _current(snapshots_dir: Path | str, env: str, runs: pd.DataFrame, since: datetime | None) -> np.ndarray:
+    """:func:`latest_training_mask` of experiment ``runs``; with ``since``, an experiment's latest
+    training is judged over all its rows, not only over those read."""
+    if since is None:
+        return latest_training_mask(runs)
+    every = readers.read(snapshots_dir, "evaluations", envs=[env], filter=pc.field("source") == "experiment",
+                         columns=["experiment_id", "task_id", "run_id", "evaluated_at"])
+    stale = set(every.loc[~latest_training_mask(every), "run_id"].dropna())
+    return ~runs["run_id"].isin(stale).to_numpy()
+
+
+def _without_superseded(flt: pc.Expression, superseded: set[str]) -> pc.Expression:
+    if not superseded:
+        return flt
+    stale = (pc.field("source") == "experiment") & pc.field("model_id").isin(pa.array(sorted(superseded), pa.string()))
+    return flt & ~stale
+
+
 def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | None = None,
-                     agent: str | None = None, since: datetime | None = None) -> pd.DataFrame:
+                     agent: str | None = None, since: datetime | None = None,
+                     include_superseded: bool = False) -> pd.DataFrame:
     """Per (env, model): count, mean, std, median, IQM, min and max of evaluation episode returns.
+
+    The episodes a superseded training (an experiment retrained since) evaluated are left out unless
+    ``include_superseded``; a superseded model's benchmark runs still count.
 
     The hot path of the leaderboard: one partition-pruned scan per env of two columns, the model id
     dictionary-encoded so that its codes group the rows, and the order statistics computed per
@@ -281,7 +338,8 @@ def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | No
         flt = flt & (pc.field("agent") == agent)
 
     def one(name: str) -> pd.DataFrame | None:
-        table = readers.read_table(snapshots_dir, "episodes", envs=[name], since=since, filter=flt,
+        scan = flt if include_superseded else _without_superseded(flt, superseded_models(snapshots_dir, name))
+        table = readers.read_table(snapshots_dir, "episodes", envs=[name], since=since, filter=scan,
                                    columns=["model_id", "return"], dictionary=["model_id"])
         if table.num_rows == 0:
             return None
@@ -318,8 +376,11 @@ def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
     table = model_statistics(snapshots_dir, env=env, agent=agent, since=since)
     if table.empty:
         return []
+    superseded = superseded_models(snapshots_dir, env)
     info = readers.read(snapshots_dir, "evaluations", envs=[env],
                         columns=["model_id", "model_name", "agent", "source", "evaluated_at"])
+    if superseded:  # a superseded model may still be on the board through its benchmark runs
+        info = info[~((info["source"] == "experiment") & info["model_id"].isin(superseded))]
     info = info.sort_values("evaluated_at")
     evaluations = info.groupby("model_id").size()
     info = info.drop_duplicates("model_id", keep="last")
@@ -329,6 +390,7 @@ def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
     for row in table.itertuples():
         name, agent_, source = meta.get(row.model_id, (None, None, None))
         out.append({"model_id": row.model_id, "model_name": name, "agent": agent_, "source": source,
+                    "superseded": row.model_id in superseded,
                     "evaluations": int(evaluations.get(row.model_id, 0)), "episodes": int(row.count),
                     "iqm": num(row.iqm), "ci95": None, "mean": num(row.mean), "std": num(row.std),
                     "median": num(row.median), "min": num(row.min), "max": num(row.max),
@@ -337,7 +399,8 @@ def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
     if ci_resamples and ranked:
         wanted = pa.array([e["model_id"] for e in ranked], pa.string())
         episodes = readers.read(snapshots_dir, "episodes", envs=[env], since=since, columns=["model_id", "return"],
-                                filter=(pc.field("phase") == "eval") & pc.field("model_id").isin(wanted))
+                                filter=_without_superseded((pc.field("phase") == "eval")
+                                                           & pc.field("model_id").isin(wanted), superseded))
         by_model = episodes.groupby("model_id", observed=True)["return"]
         for entry in ranked:
             returns = by_model.get_group(entry["model_id"]).to_numpy(dtype=float)
@@ -384,7 +447,9 @@ def compare_agents(snapshots_dir: Path | str, env: str, agents: Sequence[str] | 
                             f"{have}" + (f" (no runs of {', '.join(missing)})" if missing else ""))
     runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since,
                         filter=pc.field("source") == "experiment",
-                        columns=["agent", "run_id", "mean", "evaluated_at"]).dropna(subset=["agent", "mean"])
+                        columns=["agent", "experiment_id", "task_id", "run_id", "mean", "evaluated_at"]
+                        ).dropna(subset=["agent", "mean"])
+    runs = runs[_current(snapshots_dir, env, runs, since)]
     runs = runs.sort_values("evaluated_at").drop_duplicates("run_id", keep="last")
     scores = {e["agent"]: runs.loc[runs["agent"] == e["agent"], "mean"].to_numpy(dtype=float) for e in board}
     pairs = []

@@ -74,7 +74,23 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Everything in one process: migrations, gateway, relay and a Dramatiq worker."""
+    """Everything in one process: migrations, gateway, relay and a Dramatiq worker.
+
+    Without ``RESIMHUB_BROKER_URL`` the broker is a queue in this process's memory; the process then
+    holds its data directory alone and, before its worker starts, recovers what a crash of the
+    previous one interrupted (actors/embedded.py).
+    """
+    from actors import embedded
+
+    settings = _settings()
+    _logging(settings, default_format="console")
+    in_process = not settings.broker_url
+    if in_process:  # first, so that a second hub on the data directory is refused at once
+        try:
+            embedded.hold_data_dir(settings.data_dir)  # released by the kernel when this process ends
+        except embedded.DataDirInUse as exc:
+            _refuse(str(exc))
+
     import uvicorn
     from dramatiq import Worker
 
@@ -86,17 +102,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     from storage.logs import dict_config
     from storage.migrate import upgrade
 
-    settings = _settings()
-    _logging(settings, default_format="console")
     tune_gateway_process()
     upgrade(settings)
     settings = _guard_bind(settings, args.host)
     storage = open_storage(settings)
     runtime = boot(settings, storage=storage)
     runtime.broker.emit_after("process_boot")  # starts the time-limit watchdog, as the dramatiq CLI does
+    if in_process:
+        embedded.recover(storage, runtime.actors)
+    relay = Relay(storage, runtime.broker, runtime.actors)  # before the worker: it adds a middleware
     worker = Worker(runtime.broker, worker_threads=settings.worker_threads, worker_timeout=100)
     worker.start()
-    relay = Relay(storage, runtime.broker, runtime.actors)
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()
     mode = "RabbitMQ" if settings.broker_url else "embedded broker"
@@ -108,6 +124,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         relay.stop()
         relay_thread.join(timeout=5)
         worker.stop(timeout=5000)
+        try:
+            relay.settle()  # what the worker finished while stopping; the rest is sent again next start
+        except Exception as exc:  # noqa: BLE001 - the next start sends those events again
+            log.warning("could not record the last handled events: %s", exc)
         shutdown()
     return 0
 

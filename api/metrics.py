@@ -310,8 +310,8 @@ def _outbox(conn) -> list[Metric]:
     if oldest is not None:
         lag = max(0.0, (utcnow() - _aware(oldest)).total_seconds())
     return [
-        GaugeMetricFamily("resimhub_outbox_pending_events", "Committed events the relay has not yet put on the bus.",
-                          value=pending or 0),
+        GaugeMetricFamily("resimhub_outbox_pending_events", "Committed events the relay has not yet put on the "
+                          "bus (embedded hub: whose consumers have not finished yet).", value=pending or 0),
         GaugeMetricFamily("resimhub_outbox_lag_seconds", "Age of the oldest event the relay has not yet put on "
                           "the bus; 0 when it has published everything.", value=lag),
     ]

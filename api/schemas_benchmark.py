@@ -54,6 +54,10 @@ class ModelPublic(BaseModel):
     experiment_id: int | None
     run_id: int | None
     created_at: str
+    superseded: bool = Field(default=False, description="a later training of the model's experiment completed "
+                             "and replaced it; its run no longer counts in statistics or leaderboards")
+    superseded_at: str | None = None
+    superseded_by_task_id: str | None = Field(default=None, description="the training task that replaced it")
     file_url: str | None
 
 
@@ -98,6 +102,7 @@ class CompareEntry(BaseModel):
     rank: int
     model_id: str
     name: str | None
+    superseded: bool = Field(default=False, description="a later training of the model's experiment replaced it")
     evaluation_id: str
     episodes: int
     seed: int
@@ -130,4 +135,6 @@ class Comparison(BaseModel):
     ranking: str
     models: list[CompareEntry]
     pairs: list[ComparePair]
+    unknown_model_ids: list[str] = Field(default_factory=list, description="requested ids that name no model; "
+                                         "the others are compared")
 

@@ -3,16 +3,32 @@
 Files are written to a temporary name in the same directory and renamed into place, so a reader
 (or a worker on another machine sharing the volume) never sees half a file. Paths stored in the
 database are relative to the store's root so the volume can be mounted anywhere.
+
+A write killed half-way (a ``kill -9`` during an upload's copy, a checkpoint or a policy being saved)
+leaves its temporary file behind; :func:`remove_temporaries` removes such files. Several processes
+may share the volume, so outside start-up of the embedded hub (which alone writes its data directory)
+only temporaries untouched for :data:`TEMP_FILE_GRACE_S` are removed: a file being written is touched
+with every block, and every write here finishes in seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+#: Prefixes of the temporary files the atomic writers use: uploads and adopted files here, and
+#: ``.tmp-`` for checkpoints and policies (actors/rl/policy.py) and Parquet files (analytics/layout.py).
+TEMP_PREFIXES = (".incoming-", ".tmp-")
+#: How long a temporary file must have been left untouched before a shared volume's sweep removes it.
+TEMP_FILE_GRACE_S = 3600.0
 
 
 class ArtifactTooLarge(Exception):
@@ -71,6 +87,31 @@ class ArtifactStore:
 
     def delete(self, relative: str) -> None:
         self.path(relative).unlink(missing_ok=True)
+
+
+def remove_temporaries(root: Path, *, older_than_s: float = TEMP_FILE_GRACE_S, now: float | None = None) -> int:
+    """Delete the temporary files under ``root`` last modified more than ``older_than_s`` ago (all of
+    them with 0); returns how many. A file that vanishes meanwhile (renamed into place) is skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = 0
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            if not name.startswith(TEMP_PREFIXES):
+                continue
+            path = Path(directory) / name
+            try:
+                if older_than_s > 0 and path.stat().st_mtime > cutoff:
+                    continue
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+            log.info("removed %s (%d bytes), left by an interrupted write", path, size)
+    return removed
 
 
 def sha256_file(path: Path) -> str:

@@ -232,6 +232,46 @@ class SnapshotWritten(_ExperimentEvent):
     rows: int
 
 
+@dataclass(frozen=True)
+class ExperimentCompleted(_ExperimentEvent):
+    """Every seed of a training task is trained and evaluated; the statistics are the experiment's
+    ``results`` as the aggregate computed them (IQM and CI across seeds, or across the evaluation
+    episodes of a single seed, as ``statistics_over`` says). Emitted once per training task."""
+
+    experiment_id: int
+    task_id: str
+    env_name: str
+    agent: str
+    mean_return: float
+    iqm: float
+    ci95: list[float]
+    statistics_over: str
+    seeds: list[int]
+    final_returns: list[float]
+    #: One entry per seed: ``run_id``, ``seed``, ``model_id``, the evaluation's ``mean`` and ``episodes``.
+    runs: list[dict[str, Any]]
+    #: Evaluation episodes over all runs.
+    episodes: int
+    training_episodes: int
+    timesteps: int
+    solved: bool | None = None
+    reward_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentFailed(_ExperimentEvent):
+    """A training task of the experiment failed: the first run that failed, at which ``stage``
+    (``training``, ``evaluation`` or ``aggregation``), and why. Emitted once per training task,
+    however many of its runs fail."""
+
+    experiment_id: int
+    task_id: str | None
+    stage: str
+    reason: str
+    error: dict[str, Any]
+    run_id: int | None = None
+
+
 # -- webhooks ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _WebhookEvent(Event):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,16 +80,28 @@ class Task(Base):
 
 
 class EventRecord(Base):
-    """The event log and outbox in one table (see the module docstring)."""
+    """The event log and outbox in one table (see the module docstring).
+
+    ``seq`` numbers rows as they are inserted, which on PostgreSQL is not the order they become
+    visible in. ``position`` is the log's order and its public cursor (the ``seq`` of the event log
+    API): it is assigned after commit, serially, by :func:`storage.outbox.sequence`, so a reader that
+    sees position *p* already sees every position below it.
+    """
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_unpublished", "published_at", "seq"),
-        Index("ix_events_type_seq", "type", "seq"),
-        Index("ix_events_subject_seq", "subject", "seq"),
+        Index("ix_events_position", "position", unique=True),
+        # Small partial indexes: the rows still waiting for a position, and for the relay.
+        Index("ix_events_unsequenced", "seq", postgresql_where=text("position IS NULL"),
+              sqlite_where=text("position IS NULL")),
+        Index("ix_events_unpublished", "position", postgresql_where=text("published_at IS NULL"),
+              sqlite_where=text("published_at IS NULL")),
+        Index("ix_events_type_position", "type", "position"),
+        Index("ix_events_subject_position", "subject", "position"),
     )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    position: Mapped[int | None] = mapped_column(BigInteger, default=None)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     type: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(String(200))
@@ -159,6 +171,9 @@ class Model(Base):
     experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"), default=None)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Set on a trained model once a later training of its experiment completed (storage/supersession.py).
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    superseded_by_task_id: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class Evaluation(Base):

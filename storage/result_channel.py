@@ -108,6 +108,8 @@ class CeleryResultChannel:
         self._seq = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        #: Set to make the catch-up thread try now: on stop, and when Redis answered this process again.
+        self._wake = threading.Event()
         self._catcher: threading.Thread | None = None
 
     @property
@@ -132,6 +134,7 @@ class CeleryResultChannel:
             pipe.set(key, body, ex=self.ttl)
             pipe.publish(key, body)
             pipe.execute()
+            self._redis_answered()
             return True
         except Exception as exc:  # noqa: BLE001 - Redis is an optional mirror of the database
             log.warning("result channel write failed for task %s: %s", task.id, exc)
@@ -186,9 +189,19 @@ class CeleryResultChannel:
         log.info("result channel caught up on %d task(s)", written)
         return written
 
+    def _redis_answered(self) -> None:
+        """Redis is back: a catch-up waiting out its backoff goes now instead of up to
+        ``max_retry_interval`` later."""
+        if self._missed:
+            self._wake.set()
+
     def _catch_up_loop(self) -> None:
         delay = self.retry_interval
-        while not self._stop.wait(delay):
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.catch_up()
             except Exception as exc:  # noqa: BLE001 - keep trying until Redis and the database answer
@@ -203,9 +216,11 @@ class CeleryResultChannel:
 
     def ping(self) -> None:
         self.client.ping()
+        self._redis_answered()
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._client is not None:
             self._client.close()
             self._client = None

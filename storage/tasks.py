@@ -21,6 +21,8 @@ from storage.models import Task, utcnow
 from storage.result_channel import CeleryResultChannel
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+#: The highest ``fraction`` a task that is not finished may show; 1.0 is written by :func:`succeed`.
+RUNNING_CEILING = 0.999
 _CHANGED_KEY = "resimhub_tasks_changed"
 
 
@@ -75,8 +77,18 @@ def mark_running(session: Session, task: Task) -> Task:
 
 
 def set_progress(session: Session, task: Task, progress: dict[str, Any]) -> Task:
+    """Record ``progress``; its ``fraction`` never goes back and never reads 1.0 before the task
+    succeeded. Reporters may go back (a run resumed from a checkpoint older than its last report,
+    two runs' updates committing out of order), so the rule is kept here, where every update passes."""
     if task.status in TERMINAL:
         return task
+    fraction = progress.get("fraction")
+    if isinstance(fraction, int | float):
+        fraction = min(float(fraction), RUNNING_CEILING)
+        before = (task.progress or {}).get("fraction")
+        if isinstance(before, int | float):
+            fraction = max(fraction, min(float(before), RUNNING_CEILING))
+        progress = {**progress, "fraction": fraction}
     task.status = "running"
     task.progress = progress
     return _touch(session, task)

@@ -21,7 +21,9 @@ def model_view(model: Model) -> dict:
         "sha256": model.sha256,
         "size_bytes": int(model.size_bytes),
         "env_name": model.env_name,
-        "activation": model.activation,
+        # The activation the network runs with: the uploader's, else what the file (or the
+        # loader's default, then listed in "assumptions") says.
+        "activation": model.activation or (model.manifest or {}).get("activation"),
         "options": model.options or {},
         "assumptions": (model.manifest or {}).get("assumptions", []),
         "shapes": model.shapes,
@@ -31,4 +33,8 @@ def model_view(model: Model) -> dict:
         "experiment_id": model.experiment_id,
         "run_id": model.run_id,
         "created_at": rfc3339(model.created_at),
+        # A later training of the experiment replaced this model (storage/supersession.py).
+        "superseded": model.superseded_at is not None,
+        "superseded_at": rfc3339(model.superseded_at) if model.superseded_at else None,
+        "superseded_by_task_id": model.superseded_by_task_id,
     }

@@ -192,11 +192,16 @@ def _latest_completed(session: Session, model_id: str, env_name: str) -> Evaluat
 
 
 def compare(session: Session, model_ids: list[str], env_name: str | None) -> dict:
-    """Rank models by their latest completed evaluation on one env and test their differences."""
+    """Rank models by their latest completed evaluation on one env and test their differences.
+
+    Ids that name no model are listed in ``unknown_model_ids`` and the others compared, as a client
+    of the original API expects; only when none is known is the answer a 404.
+    """
     found = {m.id: m for m in session.scalars(select(Model).where(Model.id.in_(model_ids)))}
     unknown = [m for m in model_ids if m not in found]
-    if unknown:
+    if len(unknown) == len(model_ids):
         raise NotFound(f"unknown model ids: {', '.join(unknown)}", details={"unknown_model_ids": unknown})
+    model_ids = [m for m in model_ids if m in found]
     if env_name is None:
         declared = {found[m].env_name for m in model_ids}
         if len(declared) != 1 or None in declared:
@@ -209,7 +214,7 @@ def compare(session: Session, model_ids: list[str], env_name: str | None) -> dic
     if missing:
         raise Invalid(f"no completed evaluation on {env_name} for: {', '.join(missing)}",
                       code="not_evaluated", details={"env_name": env_name, "model_ids": missing})
-    return rank(env_name, {m: (found[m], latest[m]) for m in model_ids})
+    return {**rank(env_name, {m: (found[m], latest[m]) for m in model_ids}), "unknown_model_ids": unknown}
 
 
 def rank(env_name: str, entries: dict[str, tuple[Model, Evaluation]]) -> dict:
@@ -224,6 +229,7 @@ def rank(env_name: str, entries: dict[str, tuple[Model, Evaluation]]) -> dict:
         rows.append({
             "model_id": model_id,
             "name": model.name,
+            "superseded": model.superseded_at is not None,
             "evaluation_id": evaluation.id,
             "episodes": evaluation.episodes,
             "seed": evaluation.seed,

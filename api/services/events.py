@@ -1,4 +1,9 @@
-"""Reading the event log with filters and a cursor."""
+"""Reading the event log with filters and a cursor.
+
+The cursor is an event's log position (``seq`` in the answer), assigned after commit by
+:func:`storage.outbox.sequence`, never the row's insertion number: a page never reaches past an
+event that is not yet visible, so paging on from its last ``seq`` misses nothing and repeats nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import Invalid
+from storage import outbox
 from storage.events import CATALOGUE
 from storage.models import EventRecord
 from storage.outbox import envelope_of
@@ -13,8 +19,9 @@ from storage.outbox import envelope_of
 
 def page(session: Session, *, type_: str | None = None, subject: str | None = None, after: int | None = None,
          limit: int = 100) -> dict:
-    """Events in commit order after the cursor ``after`` (a ``seq``); ``type`` may end in ``.*``."""
-    query = select(EventRecord).order_by(EventRecord.seq).limit(limit + 1)
+    """Events in log order after the cursor ``after`` (a ``seq``); ``type`` may end in ``.*``."""
+    query = (select(EventRecord).where(EventRecord.position.is_not(None))
+             .order_by(EventRecord.position).limit(limit + 1))
     if type_:
         if type_.endswith(".*"):
             prefix = type_[:-1]
@@ -30,13 +37,16 @@ def page(session: Session, *, type_: str | None = None, subject: str | None = No
     if subject:
         query = query.where(EventRecord.subject == subject)
     if after is not None:
-        query = query.where(EventRecord.seq > after)
+        query = query.where(EventRecord.position > after)
+    # Events committed before this request get their positions now rather than when a relay next
+    # passes, so a client reads its own writes; one indexed probe when none are waiting.
+    outbox.sequence(session)
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]
     events = []
     for row in rows:
         doc = envelope_of(row).to_cloudevent()
-        doc["seq"] = row.seq
+        doc["seq"] = row.position
         events.append(doc)
-    return {"events": events, "next_cursor": rows[-1].seq if more else None}
+    return {"events": events, "next_cursor": rows[-1].position if more else None}

@@ -4,7 +4,6 @@ recorded versus errors that are retried, and throttled progress."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -16,8 +15,8 @@ from actors.rl.modelfiles import load_policy
 from storage import tasks
 from storage.events import Envelope, EvaluationRequested
 from storage.models import Environment, Evaluation, EventRecord, Experiment, Model, ProcessedEvent, Task
-from tests.support.hubs import running_hub, settings_for
 from tests.support.fixtures import SEED_DQN_MODEL
+from tests.support.hubs import running_hub, settings_for
 
 FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"

@@ -13,17 +13,20 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def experiment(snapshots, experiment_id: int, agent: str, *, env: str = "CartPole-v1", seeds=(0, 1),
                train_returns=None, eval_returns=None, lengths: int = 10, threshold: float | None = 475.0,
-               when: datetime = T0, name: str | None = None) -> dict:
+               when: datetime = T0, name: str | None = None, task_id: str | None = None,
+               first_run: int = 0) -> dict:
     """One completed experiment. ``train_returns[seed]`` / ``eval_returns[seed]`` are sequences (by
-    default a ramp and a constant); every episode lasts ``lengths`` steps."""
-    task_id = f"{experiment_id:08d}-task"
+    default a ramp and a constant); every episode lasts ``lengths`` steps. Another ``task_id`` for the
+    same experiment is a retrain: its models get ids of their own, its runs start at ``first_run``."""
+    retrain = task_id is not None
+    task_id = task_id or f"{experiment_id:08d}-task"
     train_returns = train_returns or {s: np.linspace(10, 100, 50) + s for s in seeds}
     eval_returns = eval_returns or {s: np.full(10, 100.0 + s) for s in seeds}
     batch_id = f"experiment-{experiment_id}-{task_id[:8]}"
     episodes, evaluations = [], []
     for run, seed in enumerate(seeds):
-        run_id = experiment_id * 100 + run
-        model_id = f"model-{experiment_id}-{seed}"
+        run_id = experiment_id * 100 + first_run + run
+        model_id = f"model-{experiment_id}-{seed}" + (f"-{task_id}" if retrain else "")
         base = {"source": "experiment", "experiment_id": experiment_id, "task_id": task_id, "run_id": run_id,
                 "model_id": model_id, "agent": agent, "seed": seed}
         for i, ret in enumerate(train_returns[seed]):

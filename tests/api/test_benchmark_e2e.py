@@ -192,7 +192,12 @@ def test_recent_and_compare_rank_the_better_policy_first(hub, tmp_path):
     # Without env the models' common upload env is used.
     assert hub.client.get("/benchmark/compare", params={"model_ids": f"{fixture_id},{angle_id}"}).json() == body
 
-    missing = hub.client.get("/benchmark/compare", params={"model_ids": f"{fixture_id},nope,gone", "env": ENV})
+    # Unknown ids are listed and the known ones compared; only when none is known is it a 404.
+    partial = hub.client.get("/benchmark/compare", params={"model_ids": f"{fixture_id},nope,{angle_id},gone",
+                                                           "env": ENV})
+    assert partial.status_code == 200, partial.text
+    assert partial.json() == {**body, "unknown_model_ids": ["nope", "gone"]}
+    missing = hub.client.get("/benchmark/compare", params={"model_ids": "nope,gone", "env": ENV})
     assert missing.status_code == 404
     assert missing.json()["error"]["details"]["unknown_model_ids"] == ["nope", "gone"]
     assert "nope" in missing.json()["error"]["message"]

@@ -17,8 +17,8 @@ from actors.rl.nn import MLP
 from api.errors import TooLarge
 from api.services import models as model_service
 from storage.models import Evaluation, EventRecord, Model
-from tests.support.hubs import running_hub, settings_for
 from tests.support.fixtures import SEED_DQN_MODEL
+from tests.support.hubs import running_hub, settings_for
 
 FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"

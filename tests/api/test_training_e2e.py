@@ -46,7 +46,7 @@ def test_cem_experiment_is_trained_evaluated_and_aggregated(cartpole):
                                                                        "limit": 1000}).json()["events"]]
     milestones = [t for t in types if t != "resimhub.training.progressed"]
     assert milestones == ["resimhub.experiment.created", "resimhub.training.requested", "resimhub.training.started",
-                          "resimhub.training.completed", "resimhub.snapshot.written"]
+                          "resimhub.training.completed", "resimhub.experiment.completed", "resimhub.snapshot.written"]
     evals = hub.client.get("/api/events", params={"type": "resimhub.evaluation.*"}).json()["events"]
     assert [e["type"] for e in evals] == ["resimhub.evaluation.requested", "resimhub.evaluation.completed"]
     assert evals[1]["data"]["model_id"] == model_id
@@ -100,7 +100,7 @@ def test_a_failing_training_fails_task_and_experiment(cartpole, monkeypatch):
     assert hub.client.get(f"/api/experiments/{exp_id}").json()["status"] == "failed"
     types = [e["type"] for e in hub.client.get("/api/events", params={"subject": f"experiments/{exp_id}"}).json()[
         "events"]]
-    assert types[-1] == "resimhub.training.failed"
+    assert types[-2:] == ["resimhub.training.failed", "resimhub.experiment.failed"]
 
 
 def test_training_twice_at_once_is_a_conflict(cartpole):

@@ -139,5 +139,5 @@ def test_a_run_beyond_its_time_limit_fails_with_training_time_limit(tmp_path):
         assert 3 <= (finished - started).total_seconds() < 10
         assert hub.storage.artifacts.checkpoint_path(run.id).exists()  # kept for inspection or a resume
         events = hub.client.get("/api/events", params={"subject": f"experiments/{exp_id}"}).json()["events"]
-        assert events[-1]["type"] == "resimhub.training.failed"
-        assert events[-1]["data"]["error"]["code"] == "training_time_limit"
+        assert [e["type"] for e in events[-2:]] == ["resimhub.training.failed", "resimhub.experiment.failed"]
+        assert events[-2]["data"]["error"]["code"] == events[-1]["data"]["error"]["code"] == "training_time_limit"

@@ -41,8 +41,8 @@ from sqlalchemy import func, select  # noqa: E402
 from actors.relay import Relay  # noqa: E402
 from storage.models import Task  # noqa: E402
 from tests.support.cluster import running_cluster  # noqa: E402
-from tests.support.hubs import running_hub, settings_for  # noqa: E402
 from tests.support.fixtures import SEED_DQN_MODEL
+from tests.support.hubs import running_hub, settings_for  # noqa: E402
 
 FIXTURE = SEED_DQN_MODEL
 ENV = "CartPole-v1"

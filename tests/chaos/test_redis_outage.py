@@ -70,10 +70,13 @@ def test_polling_falls_back_to_the_database_and_celery_catches_up(tmp_path, dire
             assert cluster.storage.channel.missed >= len(task_ids)  # the gateway's own misses: the creations
 
             proxy.up()
+            # Every process catches up on its own schedule (a backoff of up to 5 s since its first
+            # miss): the documents turn SUCCESS through the worker's catch-up, the gateway's misses
+            # go through its own, which may come a backoff later. Wait for both, not for the first.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 docs = [_doc(direct_redis, t) for t in task_ids]
-                if all(d and d["status"] == "SUCCESS" for d in docs):
+                if all(d and d["status"] == "SUCCESS" for d in docs) and cluster.storage.channel.missed == 0:
                     break
                 time.sleep(0.2)
             for task_id in task_ids:

@@ -7,7 +7,7 @@ from storage.events import CATALOGUE, Envelope, EnvironmentRegistered, Experimen
 REQUIRED = ["EnvironmentRegistered", "EnvironmentVerified", "ExperimentCreated", "TrainingRequested",
             "TrainingStarted", "TrainingProgressed", "TrainingCompleted", "TrainingFailed", "ModelUploaded",
             "ModelValidated", "ModelRejected", "EvaluationRequested", "EvaluationCompleted", "EvaluationFailed",
-            "SnapshotWritten"]
+            "SnapshotWritten", "ExperimentCompleted", "ExperimentFailed"]
 
 
 def test_type_names_follow_the_brief():

@@ -100,3 +100,38 @@ def test_redis_down_never_breaks_the_database_write(tmp_path):
     finally:
         s.close()
 
+
+
+def test_the_catch_up_goes_as_soon_as_redis_answers_again(tmp_path):
+    """A process waiting out its catch-up backoff (up to max_retry_interval) catches up at once when
+    Redis answers it again, e.g. its readiness probe's ping."""
+    import json
+    import time
+
+    import redis
+
+    from storage.result_channel import KEY_PREFIX
+    from tests.support.services import REDIS_HOSTPORT
+    from tests.support.tcpproxy import TcpProxy
+
+    proxy = TcpProxy(*REDIS_HOSTPORT).up()
+    settings = settings_for(tmp_path, RESIMHUB_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/11")
+    upgrade(settings)
+    storage = open_storage(settings)
+    direct = redis.Redis.from_url(redis_url())
+    try:
+        storage.channel.retry_interval = storage.channel.max_retry_interval = 60.0
+        proxy.down()
+        task_id = _new_task(storage)
+        assert storage.channel.missed == 1 and direct.get(KEY_PREFIX + task_id) is None
+        proxy.up()
+        storage.channel.ping()
+        deadline = time.monotonic() + 5
+        while storage.channel.missed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert storage.channel.missed == 0, "the catch-up waited for its backoff"
+        assert json.loads(direct.get(KEY_PREFIX + task_id))["status"] == "PENDING"
+    finally:
+        direct.close()
+        storage.close()
+        proxy.down()
