@@ -95,6 +95,7 @@ def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | 
     options = {**job["options"], "env_id": event.env_name}
     cancelled = TaskCancelled(storage, event.task_id)
     with open_model(runtime.sandbox, storage, job["path"], options, cancelled=cancelled,
+                    trained_here=job["source"] == "training",
                     max_bytes=max(storage.settings.max_upload_bytes, Limits().max_bytes)) as policy:
         loaded = policy.loaded
         if job["sha256"] and loaded["sha256"] != job["sha256"]:
@@ -105,7 +106,7 @@ def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | 
     result = _result(event, loaded["sha256"], loaded["format"], run)
     # Beside every score: what the hub had to assume to read the file (docs/models.md).
     result["assumptions"] = (loaded.get("manifest") or {}).get("assumptions", [])
-    result["sandboxed"] = True
+    result["sandboxed"] = job["source"] != "training"
     return result
 
 
@@ -129,7 +130,7 @@ def evaluate(envelope: Envelope) -> None:
         session.commit()
         job = {"status": model.status if model else None, "reason": model.reason if model else None,
                "path": model.path if model else None, "sha256": model.sha256 if model else None,
-               "options": loader_options(model) if model else {}}
+               "options": loader_options(model) if model else {}, "source": model.source if model else None}
 
     progress = _Progress(db, event.task_id) if owns_task else None
     result, error = None, None

@@ -1,9 +1,13 @@
-"""Opening a stored model in the sandbox, for the validate and evaluate actors alike.
+"""Opening a stored model for the validate and evaluate actors alike.
 
 Both read the file the same way (the same loader options from the model row) so that a model
 validated as, say, a tanh network with the ``actor`` stack is evaluated as exactly that network.
-Every stored model runs in the sandbox, whatever its source or format: trust is never extended to a
-file because of what it looks like.
+
+Every uploaded model runs in the sandbox, whatever its format: trust is never extended to a file
+because of what it looks like. The one exception is decided by where a file came from, not by its
+content: a model the hub's own ``train`` actor wrote into the artifact store (``source ==
+"training"``) is read in the worker, because no byte of it came from outside, and a pipeline of
+hundreds of short trainings would otherwise pay a process start per evaluation.
 """
 
 from __future__ import annotations
@@ -77,8 +81,43 @@ class TaskCancelled:
         return self.value
 
 
+class LocalPolicy:
+    """A model the hub trained, loaded in the worker, with :class:`SandboxedPolicy`'s interface
+    (``loaded`` summary, context manager) so that callers need not know which one they hold."""
+
+    def __init__(self, loaded) -> None:
+        self._policy = loaded.policy
+        self.loaded = loaded.to_dict()
+        self.kind = getattr(self._policy, "kind", None)
+        self.head = self._policy.head
+        self.obs_shape = self._policy.obs_shape
+        self.n_inputs = self._policy.n_inputs
+        self.n_outputs = self._policy.n_outputs
+
+    def act(self, obs_batch):
+        return self._policy.act(obs_batch)
+
+    def describe(self) -> dict:
+        return {**self._policy.describe(), "sandboxed": False}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalPolicy:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
 def open_model(pool: SandboxPool, storage: Storage, path: str, options: dict[str, Any], *, max_bytes: int,
-               cancelled: Callable[[], bool] | None = None) -> SandboxedPolicy:
-    """Load the stored file at ``path`` (relative to the artifacts) in a child of ``pool``."""
-    return pool.open(storage.artifacts.path(path), cancelled=cancelled, max_bytes=max_bytes,
-                     **{k: v for k, v in options.items() if v is not None})
+               trained_here: bool = False,
+               cancelled: Callable[[], bool] | None = None) -> SandboxedPolicy | LocalPolicy:
+    """Load the stored file at ``path`` (relative to the artifacts): in a child of ``pool``, or in
+    this process when ``trained_here`` (see the module docstring)."""
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    if trained_here:
+        from actors.rl.modelfiles import load_policy
+
+        return LocalPolicy(load_policy(storage.artifacts.path(path), max_bytes=max_bytes, **kwargs))
+    return pool.open(storage.artifacts.path(path), cancelled=cancelled, max_bytes=max_bytes, **kwargs)

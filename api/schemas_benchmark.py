@@ -96,6 +96,8 @@ class RecentEvaluation(BaseModel):
     score: float | None
     experiment_id: int | None
     run_id: int | None
+    assumptions: list[dict[str, Any]] = Field(default_factory=list, description="what the hub assumed to read "
+                                              "the model's file (docs/models.md)")
 
 
 class CompareEntry(BaseModel):
@@ -103,6 +105,8 @@ class CompareEntry(BaseModel):
     model_id: str
     name: str | None
     superseded: bool = Field(default=False, description="a later training of the model's experiment replaced it")
+    assumptions: list[dict[str, Any]] = Field(default_factory=list, description="what the hub assumed to read "
+                                              "the model's file, beside its score (docs/models.md)")
     evaluation_id: str
     episodes: int
     seed: int

@@ -141,7 +141,8 @@ def recent(session: Session, *, limit: int = 20, env_name: str | None = None) ->
                for name in _RECENT_FIELDS]
     query = (select(Evaluation.id, Evaluation.model_id, Evaluation.env_name, Evaluation.mean_reward,
                     Evaluation.episodes, Evaluation.status, Evaluation.seed, Evaluation.mode,
-                    Evaluation.experiment_id, Evaluation.run_id, Evaluation.finished_at, *columns)
+                    Evaluation.experiment_id, Evaluation.run_id, Evaluation.finished_at, *columns,
+                    result["assumptions"].as_json())
              .where(Evaluation.status == "completed")
              .order_by(Evaluation.finished_at.desc(), Evaluation.created_at.desc())
              .limit(limit))
@@ -149,7 +150,7 @@ def recent(session: Session, *, limit: int = 20, env_name: str | None = None) ->
         query = query.where(Evaluation.env_name == env_name)
     out = []
     for row in session.execute(query):
-        extra = dict(zip(_RECENT_FIELDS, row[11:], strict=True))
+        extra = dict(zip(_RECENT_FIELDS, row[11:11 + len(_RECENT_FIELDS)], strict=True))
         out.append({
             "evaluation_id": row.id,
             "model_id": row.model_id,
@@ -167,6 +168,7 @@ def recent(session: Session, *, limit: int = 20, env_name: str | None = None) ->
             "score": extra["score"],
             "experiment_id": row.experiment_id,
             "run_id": row.run_id,
+            "assumptions": row[-1] or [],
         })
     return out
 
@@ -230,6 +232,8 @@ def rank(env_name: str, entries: dict[str, tuple[Model, Evaluation]]) -> dict:
             "model_id": model_id,
             "name": model.name,
             "superseded": model.superseded_at is not None,
+            # What the hub assumed to read the file, beside the score it produced (docs/models.md).
+            "assumptions": result.get("assumptions", (model.manifest or {}).get("assumptions", [])),
             "evaluation_id": evaluation.id,
             "episodes": evaluation.episodes,
             "seed": evaluation.seed,

@@ -102,6 +102,13 @@ def test_a_cleanrl_tanh_agent_uploaded_without_an_activation_is_read_as_tanh_and
     assert result["returns"] == case["returns"]
     activation = [a for a in result["assumptions"] if a["name"] == "activation"]
     assert activation and activation[0]["value"] == "tanh"
+    # ... and beside the score wherever it is listed.
+    recent = hub.client.get("/benchmark/recent", params={"limit": 50}).json()
+    row = next(r for r in recent if r["model_id"] == model_id)
+    assert row["assumptions"] == result["assumptions"]
+    board = hub.client.get("/benchmark/compare", params={"model_ids": f"{model_id},nope", "env": case["env_id"]})
+    assert board.status_code == 200, board.text
+    assert board.json()["models"][0]["assumptions"] == result["assumptions"]
 
 
 def test_onnx_exports_score_as_sb3_itself(hub):

@@ -126,11 +126,22 @@ def main() -> None:
         wire.write_all(sock_fd, wire.encode_json({"ok": True, "ready": True}))
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
     except (OSError, wire.WireError):
-        return
-    if len(fds) != 1:
-        return
-    sock.detach()
-    serve(sock_fd, fds[0])
+        fds = []
+    try:
+        if len(fds) == 1:
+            sock.detach()
+            serve(sock_fd, fds[0])
+    finally:
+        _remove_workdir()
+
+
+def _remove_workdir() -> None:
+    # The parent removes this empty directory when it ends the child; when the parent itself died
+    # (kill -9 of a worker), nobody else will.
+    try:
+        os.rmdir(os.getcwd())
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
