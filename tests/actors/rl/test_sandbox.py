@@ -140,7 +140,7 @@ def test_a_loop_that_never_ends_fails_with_policy_timeout_and_leaves_no_process(
         _load_and_act(HOSTILE / "loop_bomb.onnx")
     assert info.value.code == "policy_timeout"
     # Start-up is not counted against the deadlines; the deadlines themselves hold.
-    assert time.monotonic() - start < baseline + QUICK.load_timeout_s + QUICK.step_timeout_s + 2
+    assert time.monotonic() - start < 2 * baseline + QUICK.load_timeout_s + QUICK.step_timeout_s + 2
     assert _children() <= before
     # The worker goes on: the next policy loads and acts as usual.
     with open_policy(SEED_DQN_MODEL, env_id=ENV, limits=QUICK) as policy:
