@@ -11,10 +11,15 @@ import dramatiq
 
 from actors.handling import consumer
 from actors.runtime import boot, current
+from storage.logs import configure
 from storage.models import ProcessedEvent
 from storage.settings import load_settings
 
-runtime = boot(load_settings())
+settings = load_settings()
+# As actors/worker.py does: without it the dramatiq CLI's INFO handlers log every event, and the
+# benchmark measures logging (RESIMHUB_LOG_LEVEL=WARNING is what bench_events.py sets).
+configure(settings.log_level, settings.log_format or "json")
+runtime = boot(settings)
 broker = runtime.broker
 prefix = runtime.settings.queue_prefix
 
