@@ -12,9 +12,10 @@ import logging
 import time
 from typing import Any
 
+from actors.cancellation import TaskCancelled
 from actors.handling import consumer
 from actors.runtime import current
-from actors.sandboxing import TaskCancelled, loader_options, open_model
+from actors.sandboxing import loader_options, open_model
 from storage import ledger, outbox, tasks
 from storage.db import Database
 from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, EvaluationRequested, rfc3339

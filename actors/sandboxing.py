@@ -12,21 +12,13 @@ hundreds of short trainings would otherwise pay a process start per evaluation.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import select
-
 from actors.rl.sandbox import SandboxedPolicy, SandboxLimits, SandboxPool
-from storage import tasks
 from storage.context import Storage
-from storage.models import Model, Task
+from storage.models import Model
 from storage.settings import Settings
-
-#: How often a waiting evaluation reads its task's state to notice a cancel (a database read).
-CANCEL_POLL_S = 0.5
 
 
 def limits(settings: Settings) -> SandboxLimits:
@@ -38,8 +30,7 @@ def limits(settings: Settings) -> SandboxLimits:
         "step_timeout_s": settings.sandbox_step_timeout_s,
         "evaluation_timeout_s": settings.sandbox_evaluation_timeout_s,
     }
-    known = {f.name for f in fields(SandboxLimits)}
-    return SandboxLimits(**{k: v for k, v in given.items() if v is not None and k in known})
+    return SandboxLimits(**{k: v for k, v in given.items() if v is not None})
 
 
 def loader_options(model: Model) -> dict[str, Any]:
@@ -50,35 +41,6 @@ def loader_options(model: Model) -> dict[str, Any]:
         if options.get(key) is not None:
             out[key] = options[key]
     return out
-
-
-class TaskCancelled:
-    """``cancelled()`` for the sandbox: true once the task is terminal (cancelled by a user).
-
-    Reads the task's state at most every :data:`CANCEL_POLL_S`; a failed read counts as "not
-    cancelled", because a database blip must not end an evaluation.
-    """
-
-    def __init__(self, storage: Storage, task_id: str | None) -> None:
-        self.storage = storage
-        self.task_id = task_id
-        self.value = False
-        self._next = 0.0
-
-    def __call__(self) -> bool:
-        if self.value or self.task_id is None:
-            return self.value
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + CANCEL_POLL_S
-        try:
-            with self.storage.db.session() as session:
-                status = session.scalar(select(Task.status).where(Task.id == self.task_id))
-        except Exception:  # noqa: BLE001 - see the class docstring
-            return False
-        self.value = status in tasks.TERMINAL
-        return self.value
 
 
 class LocalPolicy:

@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from actors.bus import transient
+from actors.cancellation import TaskCancelled
 from actors.handling import consumer
 from actors.runtime import current
 from storage import experiments, ledger, outbox, tasks
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "train"
 PROGRESS_INTERVAL_S = 1.0
-CANCEL_POLL_S = 0.5
 #: The share of a train task's ``fraction`` that its runs' training fills; the evaluations and the
 #: aggregation that follow take it to 1.0 when the task succeeds, so it never reads 1.0 before.
 TRAINING_SHARE = 0.9
@@ -62,37 +62,30 @@ class TrainingTimeLimit(Exception):
 
 
 class _Stopper:
-    """``should_stop`` for the engine: the episode budget, the wall-time limit, and a poll of the
-    task's state at most every ``CANCEL_POLL_S``. The engine asks inside its inner loops too, at
-    most every ``STOP_POLL_S``, so a cancel or the time limit takes effect in about half a second."""
+    """``should_stop`` for the engine: the episode budget, the wall-time limit, and the task's
+    cancel (:class:`~actors.cancellation.TaskCancelled`, read at most every ``CANCEL_POLL_S``). The
+    engine asks inside its inner loops too, at most every ``STOP_POLL_S``, so a cancel or the time
+    limit takes effect in about half a second."""
 
     def __init__(self, task_id: str, episode_budget: int | None, time_limit_s: float) -> None:
-        self.task_id = task_id
         self.episode_budget = episode_budget
         self.episodes = 0
-        self.cancelled = False
         self.time_limit_s = time_limit_s
         self.deadline = time.monotonic() + time_limit_s
         self.timed_out = False
-        self._next_check = 0.0
+        self._cancelled = TaskCancelled(current().storage, task_id)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.value
 
     def __call__(self) -> bool:
         if self.episode_budget is not None and self.episodes >= self.episode_budget:
             return True
-        now = time.monotonic()
-        if now >= self.deadline:
+        if time.monotonic() >= self.deadline:
             self.timed_out = True
             return True
-        if now < self._next_check:
-            return self.cancelled
-        self._next_check = now + CANCEL_POLL_S
-        try:
-            with current().storage.db.session() as session:
-                status = session.scalar(select(Task.status).where(Task.id == self.task_id))
-        except Exception:  # noqa: BLE001 - a database blip must not stop training
-            return self.cancelled
-        self.cancelled = status in tasks.TERMINAL
-        return self.cancelled
+        return self._cancelled()
 
 
 def run_fraction(timesteps: int, episodes: int, total: int, episode_budget: int | None) -> float:

@@ -1,10 +1,11 @@
 """Running an uploaded policy in a child process it cannot escape (docs/models.md, "The sandbox").
 
-The worker never loads an uploaded file itself. :func:`open_policy` starts a child
+The worker never loads an uploaded file itself. :class:`SandboxPool` starts a child
 (:mod:`actors.rl.sandbox.child`) with
 
 * an empty environment (no ``RESIMHUB_*`` settings, no database URL, no secrets) and no inherited
-  descriptors except its two pipes and the model file, opened read-only;
+  descriptor but one end of a Unix socket pair; the model file, opened read-only here, is passed
+  over that socket when the child is put to use;
 * an empty temporary working directory, removed afterwards, so that a relative path in a file
   reaches nothing;
 * caps on its address space and CPU time, set by the child before it reads the upload;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,14 +112,14 @@ class _Child:
                 pass_fds=(theirs.fileno(),), close_fds=True, start_new_session=True)
         except BaseException:
             ours.close()
-            _remove_tree(self.workdir)
+            shutil.rmtree(self.workdir, ignore_errors=True)
             raise
         finally:
             theirs.close()
         self.sock = ours
-        self.wfd = self.rfd = ours.fileno()
-        os.set_blocking(self.wfd, False)
-        self.reader = wire.Reader(self.rfd, max_payload=256 * MiB)
+        self.fd = ours.fileno()
+        os.set_blocking(self.fd, False)
+        self.reader = wire.Reader(self.fd, max_payload=256 * MiB)
         self._lock = threading.Lock()
         self.closed = False
         self.ready = False
@@ -156,7 +158,7 @@ class _Child:
         self.proc.wait()
         self.sock.close()
         self.log.close()
-        _remove_tree(self.workdir)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stderr_tail(self, n: int = 2000) -> str:
         try:
@@ -186,24 +188,6 @@ class _Child:
                             details={"exit": how, "memory_mb": self.limits.memory_bytes // MiB})
 
 
-def _remove_tree(path: str) -> None:
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            try:
-                os.unlink(os.path.join(root, name))
-            except OSError:
-                pass
-        for name in dirs:
-            try:
-                os.rmdir(os.path.join(root, name))
-            except OSError:
-                pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
 class SandboxedPolicy:
     """A :class:`~actors.rl.policy.Policy` whose ``act`` runs in the child.
 
@@ -217,14 +201,12 @@ class SandboxedPolicy:
         self._child = child
         self._cancelled = cancelled
         self._deadline = deadline
-        self._describe = describe
         self.loaded: dict = describe.get("loaded") or {}
         self.kind = describe.get("kind")
         self.head: str = describe["head"]
         self.obs_shape = tuple(int(s) for s in describe["obs_shape"])
         self.n_inputs = int(describe["n_inputs"])
         self.n_outputs = int(describe["n_outputs"])
-        self.meta = {"sandboxed": True}
 
     # -- the Policy protocol -------------------------------------------------------------------
     def act(self, obs_batch: np.ndarray) -> np.ndarray:
@@ -269,7 +251,7 @@ class SandboxedPolicy:
         if child.closed:
             return
         try:
-            wire.write_all(child.wfd, wire.encode_json({"op": "exit"}), time.monotonic() + 0.2)
+            wire.write_all(child.fd, wire.encode_json({"op": "exit"}), time.monotonic() + 0.2)
         except (wire.WireError, OSError):
             pass
         child.kill()
@@ -298,7 +280,7 @@ def _request(child: _Child, frame: bytes, deadline: float, cancelled: Callable[[
     try:
         poll()
         if frame:
-            wire.write_all(child.wfd, frame, deadline)
+            wire.write_all(child.fd, frame, deadline)
         answer, out = child.reader.read(deadline, poll)
     except Cancelled:
         child.kill()
