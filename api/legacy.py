@@ -112,7 +112,7 @@ def create_legacy_app(storage: Storage) -> Flask:
     def create_experiment():
         body = _json_body(ExperimentCreate)
         with db.session() as session:
-            return jsonify(experiments.to_public(experiments.create(session, body))), 201
+            return jsonify(experiments.create(session, body)), 201
 
     @app.get("/experiments/<int:experiment_id>")
     def get_experiment(experiment_id: int):

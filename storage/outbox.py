@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import BigInteger, exists, func, literal, select, update
+from sqlalchemy import BigInteger, exists, func, insert, literal, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,21 +60,22 @@ def install_commit_hook(sessions: sessionmaker, signal: OutboxSignal) -> None:
 
 
 def record(session: Session, event: Event) -> Envelope:
-    """Add ``event`` to the outbox as part of the session's current transaction."""
+    """Add ``event`` to the outbox as part of the session's current transaction.
+
+    A Core INSERT executed now, not an ORM object left for the flush: the unit of work cost about
+    twice the CPU of the statement itself on the submission path, and nothing ever reads an event
+    row back as an object in the transaction that wrote it.
+    """
     envelope = Envelope.wrap(event)
-    session.add(
-        EventRecord(
-            event_id=envelope.id,
-            type=envelope.type,
-            subject=envelope.subject,
-            time=envelope.time,
-            data=envelope.data,
-        )
-    )
+    session.execute(_INSERT, {"event_id": envelope.id, "type": envelope.type, "subject": envelope.subject,
+                              "time": envelope.time, "data": envelope.data})
     # PostgreSQL relays in other processes are woken by a trigger on the events table (migration
     # 0003), which NOTIFYs only when the transaction commits.
     session.info[_PENDING_KEY] = True
     return envelope
+
+
+_INSERT = insert(EventRecord.__table__)
 
 
 def sequence(session: Session, limit: int = SEQUENCE_BATCH) -> int:
