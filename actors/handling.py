@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def already_handled(envelope: Envelope, consumer: str) -> bool:
-    # A Core query on a plain connection: this runs for every message, so skip the ORM session.
-    with current().storage.db.engine.connect() as conn:
+    # One Core query outside a transaction: this runs for every message, so no ORM session and no
+    # BEGIN/ROLLBACK around it.
+    with current().storage.db.single_statements.connect() as conn:
         return ledger.seen_on(conn, envelope.id, consumer)
 
 

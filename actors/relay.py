@@ -36,6 +36,10 @@ from storage.outbox import NOTIFY_CHANNEL, envelope_of
 
 log = logging.getLogger(__name__)
 
+_EVENTS = EventRecord.__table__
+_COLUMNS = (_EVENTS.c.seq, _EVENTS.c.position, _EVENTS.c.event_id, _EVENTS.c.type, _EVENTS.c.subject,
+            _EVENTS.c.time, _EVENTS.c.data)
+
 
 def message_id(event_id: str, actor_name: str) -> str:
     """Stable per (event, consumer), so a republished event is recognisable in broker tooling."""
@@ -69,17 +73,19 @@ class Relay:
         with db.session() as session:
             outbox.sequence(session)
         with db.session() as session:
+            # Core rows, not ORM objects: a pass loads and marks hundreds of rows it never changes
+            # as objects, and the ORM's loading and bulk-update bookkeeping cost more than the SQL.
             query = (
-                select(EventRecord)
-                .where(EventRecord.published_at.is_(None), EventRecord.position.is_not(None))
-                .order_by(EventRecord.position)
+                select(*_COLUMNS)
+                .where(_EVENTS.c.published_at.is_(None), _EVENTS.c.position.is_not(None))
+                .order_by(_EVENTS.c.position)
                 .limit(self.batch_size)
             )
             if self.tracker is not None:
-                query = query.where(EventRecord.position > self._handed_up_to)
+                query = query.where(_EVENTS.c.position > self._handed_up_to)
             if db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            rows = session.scalars(query).all()
+            rows = session.execute(query).all()
             if not rows:
                 session.rollback()
                 return 0
@@ -105,7 +111,7 @@ class Relay:
                 return len(rows)
             self.publisher.publish(messages)
             session.execute(
-                update(EventRecord).where(EventRecord.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
+                update(_EVENTS).where(_EVENTS.c.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
             )
             session.commit()
         self.published += len(rows)
@@ -121,7 +127,7 @@ class Relay:
         try:
             with self.storage.db.session() as session:
                 for start in range(0, len(seqs), 500):
-                    session.execute(update(EventRecord).where(EventRecord.seq.in_(seqs[start:start + 500]))
+                    session.execute(update(_EVENTS).where(_EVENTS.c.seq.in_(seqs[start:start + 500]))
                                     .values(published_at=utcnow()))
                 session.commit()
         except BaseException:

@@ -107,8 +107,8 @@ def fan_out_webhooks(envelope: Envelope) -> None:
                                    message_id=new_message_id(), next_attempt_at=now)
                    for sid in wanted]
         session.add_all(created)
-        ledger.mark(session, envelope.id, FAN_OUT)
         try:
+            ledger.mark(session, envelope.id, FAN_OUT)  # a duplicate fails here or at the commit
             session.commit()
         except IntegrityError:
             # A concurrent duplicate of this message got there first and enqueued the deliveries.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from storage.models import ProcessedEvent
+from storage.models import ProcessedEvent, utcnow
 
 
 def seen(session: Session, event_id: str, consumer: str) -> bool:
@@ -13,15 +13,21 @@ def seen(session: Session, event_id: str, consumer: str) -> bool:
 
 
 def seen_on(conn: Connection, event_id: str, consumer: str) -> bool:
-    query = select(ProcessedEvent.event_id).where(ProcessedEvent.event_id == event_id,
-                                                  ProcessedEvent.consumer == consumer)
-    return conn.execute(query).first() is not None
+    return conn.execute(_SEEN, {"event_id": event_id, "consumer": consumer}).first() is not None
 
 
 def mark(session: Session, event_id: str, consumer: str) -> None:
     """Record ``event_id`` as handled by ``consumer`` in the session's transaction.
 
-    A concurrent duplicate delivery that got this far too fails on the primary key at commit and
-    rolls its whole effect back.
+    A concurrent duplicate delivery that got this far too fails on the primary key (on PostgreSQL it
+    waits for the first to commit) and rolls its whole effect back. Inserted now rather than at the
+    flush, so the handler's later statements run in a transaction that already holds the key.
     """
-    session.add(ProcessedEvent(event_id=event_id, consumer=consumer))
+    session.execute(_MARK, {"event_id": event_id, "consumer": consumer, "processed_at": utcnow()})
+
+
+# Built once, executed for every message: a Core statement, no ORM object to flush.
+_TABLE = ProcessedEvent.__table__
+_SEEN = select(_TABLE.c.event_id).where(_TABLE.c.event_id == bindparam("event_id"),
+                                        _TABLE.c.consumer == bindparam("consumer"))
+_MARK = insert(_TABLE)
