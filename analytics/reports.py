@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics import readers, stats
+from actors.rl import stats
+from analytics import readers
 from analytics.errors import NotEnoughData
 
 #: Gymnasium's convention for "solved": the mean over 100 consecutive episodes reaches the threshold.
@@ -294,7 +295,7 @@ def agent_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
                  "experiments": int(runs.loc[codes == g, "experiment_id"].nunique()),
                  "evaluation_episodes": int(runs.loc[codes == g, "episodes"].sum())}
         if ci_resamples:
-            entry["ci95"] = list(stats.bootstrap_ci(mine, "iqm", n_resamples=ci_resamples, seed=seed))
+            entry["ci95"] = list(stats.bootstrap_ci(mine, stats.iqm, n_resamples=ci_resamples, seed=seed))
         out.append(entry)
     return _rank(out)
 
@@ -327,7 +328,7 @@ def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | No
 
     The hot path of the leaderboard: one partition-pruned scan per env of two columns, the model id
     dictionary-encoded so that its codes group the rows, and the order statistics computed per
-    group (:func:`analytics.stats.grouped_summary`). Envs are processed on as many threads as there
+    group (:func:`actors.rl.stats.grouped_summary`). Envs are processed on as many threads as there
     are CPUs: pyarrow and numpy's sorts release the GIL, so one env's scan overlaps another's sort.
     """
     envs = _envs(env)
@@ -457,8 +458,11 @@ def compare_agents(snapshots_dir: Path | str, env: str, agents: Sequence[str] | 
         for b in board[i + 1:]:
             xa, xb = scores[a["agent"]], scores[b["agent"]]
             ci = stats.improvement_ci(xa, xb, n_resamples=ci_resamples, seed=seed) if ci_resamples else None
+            tests = stats.significance_test(xa, xb)
             pairs.append({"a": a["agent"], "b": b["agent"], "runs_a": int(xa.size), "runs_b": int(xb.size),
-                          "probability_of_improvement": stats.probability_of_improvement(xa, xb),
-                          "ci95": list(ci) if ci else None, **stats.difference_tests(xa, xb)})
+                          "probability_of_improvement": tests["probability_of_improvement"],
+                          "ci95": list(ci) if ci else None, "welch_p": tests["welch_t"]["p_value"],
+                          "mann_whitney_p": tests["mann_whitney_u"]["p_value"],
+                          "mean_difference": tests["mean_difference"]})
     return {"env_name": env, "unit": AGENT_UNIT, "ranking": RANKING, "agents": board, "pairs": pairs,
             "missing": missing}

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analytics import stats
+from actors.rl import stats
 from analytics.snapshots import Batch
 from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun
 
@@ -128,7 +128,7 @@ def _task_statistics(experiment: Experiment, runs: list[TrainingRun], evaluation
             "evaluation episodes"
     else:
         centre = stats.iqm(finals)
-        low, high = stats.bootstrap_ci(finals, "iqm", seed=experiment.eval_seed)
+        low, high = stats.bootstrap_ci(finals, stats.iqm, seed=experiment.eval_seed)
         over = "seeds"
     walls = [float(r.wall_time_s or 0.0) for r in runs]
     return {"mean_return": float(np.mean(finals)), "iqm": centre, "ci_low": low, "ci_high": high,

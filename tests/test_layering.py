@@ -1,6 +1,6 @@
 """Dependencies point one way (ARCHITECTURE §8): api → storage (and the RL engine's catalogues, and
 analytics for its read-only API), actors → storage + RL engine, the RL engine → nothing of ours,
-analytics → snapshots (and storage, to rebuild them) only.
+analytics → snapshots (and storage, to rebuild them) and the engine's statistics only.
 Also: importing any module connects to nothing and reads no settings."""
 
 import ast
@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # package -> the first-party packages it may import
 ALLOWED = {
     "storage": {"storage"},
-    "analytics": {"analytics", "storage"},
+    # actors.rl for its statistics only (actors/rl/stats.py, numpy and scipy): one library computes
+    # every score, so a report and the hub agree by construction.
+    "analytics": {"analytics", "storage", "actors.rl"},
     "actors.rl": {"actors.rl"},
     "actors": {"actors", "actors.rl", "storage", "analytics"},
     "api": {"api", "storage", "actors.rl", "analytics"},
@@ -56,6 +58,22 @@ def test_dependencies_point_one_way():
                 target = _first_party(module)
                 if target is not None and target not in allowed:
                     violations.append(f"{rel} imports {module}")
+    assert violations == []
+
+
+def test_analytics_takes_only_the_statistics_from_the_engine():
+    violations = []
+    for path in (ROOT / "analytics").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "actors.rl":
+                names = {a.name for a in node.names} - {"stats"}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("actors.rl."):
+                names = set() if node.module == "actors.rl.stats" else {node.module}
+            elif isinstance(node, ast.Import):
+                names = {a.name for a in node.names if a.name.startswith("actors.rl") and a.name != "actors.rl.stats"}
+            else:
+                continue
+            violations += [f"{path.relative_to(ROOT)} imports {name}" for name in sorted(names)]
     assert violations == []
 
 
