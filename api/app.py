@@ -33,6 +33,7 @@ def create_app(storage: Storage) -> FastAPI:
     from api import metrics
     from api.legacy import create_legacy_app
     from api.routes import (
+        agents,
         analytics,
         benchmark,
         environments,
@@ -66,7 +67,7 @@ def create_app(storage: Storage) -> FastAPI:
     )
     app.state.storage = storage
     reads = _analytics_reads(storage)
-    for module in (environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
+    for module in (agents, environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     app.include_router(index.router)

@@ -112,7 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         reason = supports(env.observation_space, env.action_space) if supports is not None else None
         if reason:
             return _fail("train", f"{args.agent} cannot train on {args.env}: {reason}")
-        trained = agent.train(args.env, agent.Args(), seed=args.seed, total_timesteps=args.timesteps,
+        from actors.rl.agents.common import resolve_args
+
+        hyperparams = resolve_args(agent.Args, _hyperparams(args.hp))
+        trained = agent.train(args.env, hyperparams, seed=args.seed, total_timesteps=args.timesteps,
                               progress=_ProgressPrinter(not args.json and not args.quiet))
         evaluation = evaluate(trained.policy, args.env, args.eval_episodes, eval_seed, mode="exact").to_dict()
         manifest = {
@@ -151,6 +154,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hyperparams(pairs: list[str] | None) -> dict[str, Any]:
+    """``--hp name=value`` pairs; a value is read as JSON (``3e-4``, ``true``, ``[64, 64]``) and
+    otherwise kept as text (``relu``). Names and values are checked by the agent's ``Args``."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise RLError(f"--hp {pair!r}: expected name=value")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 # -- registration ------------------------------------------------------------------------------
 
 def register(subparsers: Any) -> None:
@@ -178,6 +197,9 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--agent", default="ppo", help="agent name, e.g. ppo, dqn, a2c")
     tr.add_argument("--seed", type=int, default=1)
     tr.add_argument("--timesteps", type=int, default=None, help="total environment steps (agent default)")
+    tr.add_argument("--hp", action="append", metavar="NAME=VALUE",
+                    help="a hyperparameter (repeat for several), e.g. --hp learning_rate=3e-4 --hp "
+                         "hidden_sizes=[64,64]; GET /api/agents/<agent> lists them")
     tr.add_argument("--out", default=None, help="where to save the model (default <agent>-<env>-seed<seed>.npz)")
     tr.add_argument("--eval-episodes", type=int, default=100)
     tr.add_argument("--eval-seed", type=int, default=None, help="default 10000 + seed")

@@ -48,6 +48,33 @@ def require_known_agent(name: str) -> str:
                   details={"agent": name, "known": known})
 
 
+def describe_agents() -> list[dict]:
+    """Every agent the hub trains, as ``GET /api/agents`` lists them (see :func:`describe_agent`)."""
+    return [describe_agent(name) for name in agent_names()]
+
+
+def describe_agent(name: str) -> dict:
+    """One agent: what it is, the spaces it trains on, its default budget and every hyperparameter
+    with its type, default, bounds and documentation, all read from the agent's own module, so
+    what a client is told is what the engine will do."""
+    import gymnasium as gym
+    import numpy as np
+
+    from actors.rl.agents import get_agent
+    from actors.rl.agents.common import MAX_TOTAL_TIMESTEPS, hyperparameters
+
+    agent = require_known_agent(name)
+    module = get_agent(agent)
+    box = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    probes = {("Box", "Discrete"): (box, gym.spaces.Discrete(2)), ("Box", "Box"): (box, box),
+              ("Discrete", "Discrete"): (gym.spaces.Discrete(4), gym.spaces.Discrete(2))}
+    spaces = [{"observation": obs, "action": act} for (obs, act), pair in probes.items()
+              if module.agent_supports(*pair) is None]
+    return {"name": agent, "description": (module.__doc__ or "").strip().split("\n")[0],
+            "spaces": spaces, "default_timesteps": module.DEFAULT_TIMESTEPS,
+            "max_total_timesteps": MAX_TOTAL_TIMESTEPS, "hyperparameters": hyperparameters(module.Args)}
+
+
 def check_hyperparams(agent: str, hyperparams: dict) -> dict:
     """Refuse hyperparameters the agent does not have, so a typo never silently trains defaults."""
     import dataclasses

@@ -100,6 +100,63 @@ def limits_of(cls: type) -> dict[str, Limit]:
     return {f.name: f.metadata["limit"] for f in dataclasses.fields(cls) if "limit" in f.metadata}
 
 
+def hyperparameters(cls: type) -> list[dict[str, Any]]:
+    """Every field of an agent's ``Args``, in declaration order, as the API and the CLI describe
+    it: name, JSON type, default, bounds (for the limited fields) and the field's docstring.
+
+    The docstrings are the string literals written under each field in the class body; they are
+    read from the source with ``ast`` (never executed), so ``Args`` stays the one place that
+    documents a hyperparameter.
+    """
+    docs = _field_docs(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        entry: dict[str, Any] = {"name": f.name, "type": _json_type(default, str(f.type)),
+                                 "default": list(default) if isinstance(default, tuple) else default,
+                                 "doc": docs.get(f.name)}
+        limit = f.metadata.get("limit")
+        if limit is not None:
+            entry["minimum"], entry["maximum"] = limit.minimum, limit.maximum
+            if limit.max_len is not None:
+                entry["max_items"] = limit.max_len
+        out.append(entry)
+    return out
+
+
+def _json_type(default: Any, annotation: str) -> str:
+    if default is None:  # an optional number (e.g. PPO's target_kl): the annotation says which
+        base = "integer" if "int" in annotation.split("|")[0] else "number"
+        return f"{base} or null"
+    if isinstance(default, bool):
+        return "boolean"
+    if isinstance(default, int):
+        return "integer"
+    if isinstance(default, float):
+        return "number"
+    if isinstance(default, tuple | list):
+        return "array of integers" if all(isinstance(v, int) for v in default) else "array"
+    return "string"
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # no source (a frozen build): names and defaults still describe it
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
 def check_limits(args: Any) -> None:
     """Refuse a limited field that is not a whole number within its range (``OutOfRange`` names
     the field, the bound and the value), and store whole floats (JSON's ``1e5``) as ints. Runs

@@ -117,3 +117,24 @@ def test_train_with_unknown_or_unsuitable_agent_fails_cleanly(capsys):
     assert run(["train", "--env", "Pendulum-v1", "--agent", "dqn", "--timesteps", "128"]) == 1
     err = capsys.readouterr().err
     assert "dqn cannot train on Pendulum-v1" in err and "Traceback" not in err
+
+
+def test_train_takes_hyperparameters_and_records_them(tmp_path, capsys):
+    out = tmp_path / "dqn.npz"
+    code = run(["train", "--env", "CartPole-v1", "--agent", "dqn", "--timesteps", "600", "--out", str(out),
+                "--eval-episodes", "2", "--json", "--hp", "hidden_sizes=[32]", "--hp", "learning_rate=1e-3",
+                "--hp", "activation=tanh", "--hp", "learning_starts=100"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    with np.load(out, allow_pickle=False) as z:
+        training = json.loads(str(z["__manifest__"][()]))["training"]
+    args = training.get("args", training)
+    assert args["hidden_sizes"] == [32] and args["learning_rate"] == 1e-3 and args["activation"] == "tanh"
+
+
+def test_train_refuses_an_unknown_or_malformed_hyperparameter(capsys):
+    assert run(["train", "--env", "CartPole-v1", "--agent", "dqn", "--hp", "learnin_rate=1e-3"]) == 1
+    err = capsys.readouterr().err
+    assert "learnin_rate" in err and "learning_rate" in err and "Traceback" not in err
+    assert run(["train", "--env", "CartPole-v1", "--agent", "dqn", "--hp", "learning_rate"]) == 1
+    assert "name=value" in capsys.readouterr().err
