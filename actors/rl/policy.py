@@ -1,8 +1,8 @@
 """Greedy policies the evaluator can run, and the project's own model file format.
 
-Evaluation always acts greedily (ARCHITECTURE §5), so a policy here is deliberately small: a
-batched ``act`` plus enough shape information to check it against an environment before any
-episode runs. Training-time stochasticity (sampling, exploration) belongs to the agents.
+Evaluation always acts greedily (docs/architecture.md, "The evaluation protocol"), so a policy here is
+deliberately small: a batched ``act`` plus enough shape information to check it against an
+environment before any episode runs. Training-time stochasticity (sampling, exploration) belongs to the agents.
 
 The native file is a single ``.npz``: numpy can read it with ``allow_pickle=False``, it needs no
 framework, and the JSON manifest rides inside as a 0-d unicode array so that a model can never be
@@ -85,17 +85,24 @@ class MLPPolicy:
 
     def __init__(self, net: MLP, head: Head, obs_shape: tuple[int, ...],
                  action_low: np.ndarray | None = None, action_high: np.ndarray | None = None,
-                 meta: dict | None = None, log_std: np.ndarray | None = None, squash: bool = False) -> None:
+                 meta: dict | None = None, log_std: np.ndarray | None = None, squash: bool = False,
+                 one_hot: int | None = None) -> None:
         if head not in ("discrete", "box"):
             raise ValueError(f"head must be 'discrete' or 'box', not {head!r}")
         self.net = net
         self.head: str = head
-        self.obs_shape = tuple(int(s) for s in obs_shape)
-        self.n_inputs = int(np.prod(self.obs_shape, dtype=np.int64)) if self.obs_shape else 1
+        #: Discrete observations (state indices) become one-hot vectors of this many entries
+        #: before the network, as the hub's agents train on them and as SB3 preprocesses them.
+        self.one_hot = None if one_hot is None else int(one_hot)
+        self.obs_shape = () if self.one_hot is not None else tuple(int(s) for s in obs_shape)
+        if self.one_hot is not None:
+            self.n_inputs = self.one_hot
+        else:
+            self.n_inputs = int(np.prod(self.obs_shape, dtype=np.int64)) if self.obs_shape else 1
         if self.n_inputs != net.sizes[0]:
-            raise PolicyMismatchError(
-                f"the network takes {net.sizes[0]} inputs but observations of shape "
-                f"{self.obs_shape} flatten to {self.n_inputs}")
+            what = (f"one-hot observations of {self.one_hot} states" if self.one_hot is not None
+                    else f"observations of shape {self.obs_shape} flatten to {self.n_inputs}")
+            raise PolicyMismatchError(f"the network takes {net.sizes[0]} inputs but {what}")
         self.n_outputs = int(net.sizes[-1])
         self.action_low = _as_bounds(action_low, self.n_outputs, "action_low")
         self.action_high = _as_bounds(action_high, self.n_outputs, "action_high")
@@ -136,10 +143,18 @@ class MLPPolicy:
 
         A single unbatched observation (shape ``obs_shape``) is treated as a batch of one.
         """
-        x = np.asarray(obs_batch, dtype=self.net.weights[0].dtype)
-        if x.shape == self.obs_shape:
-            x = x[None]
-        x = x.reshape(x.shape[0], self.n_inputs)
+        if self.one_hot is not None:
+            states = np.asarray(obs_batch).reshape(-1).astype(np.int64)
+            if states.size and (states.min() < 0 or states.max() >= self.one_hot):
+                raise PolicyMismatchError(f"observation {int(states.max())} is outside the policy's "
+                                          f"{self.one_hot} states")
+            x = np.zeros((states.size, self.one_hot), dtype=self.net.weights[0].dtype)
+            x[np.arange(states.size), states] = 1.0
+        else:
+            x = np.asarray(obs_batch, dtype=self.net.weights[0].dtype)
+            if x.shape == self.obs_shape:
+                x = x[None]
+            x = x.reshape(x.shape[0], self.n_inputs)
         out = self.forward(x)
         if self.head == "discrete":
             return out.argmax(axis=1).astype(np.int64, copy=False)
@@ -171,6 +186,7 @@ class MLPPolicy:
             "head": self.head,
             "obs_shape": list(self.obs_shape),
             "n_inputs": self.n_inputs,
+            "obs_encoding": "one-hot" if self.one_hot is not None else "vector",
             "n_actions" if self.head == "discrete" else "action_dim": self.n_outputs,
             "action_low": _finite_list(self.action_low),
             "action_high": _finite_list(self.action_high),
@@ -278,20 +294,26 @@ def check_policy_spaces(policy: Policy, observation_space: Any, action_space: An
     obs_kind = type(observation_space).__name__
     if isinstance(observation_space, spaces.Discrete):
         n_obs = int(observation_space.n)
-        if getattr(policy, "kind", None) != "tabular":
+        one_hot = getattr(getattr(policy, "inner", policy), "one_hot", None)
+        if getattr(policy, "kind", None) != "tabular" and one_hot is None:
             raise PolicyMismatchError(
                 f"model expects vector observations of {policy.n_inputs} values but {env_id} "
-                f"observations are Discrete({n_obs}); use a tabular model")
+                f"observations are Discrete({n_obs}); use a tabular model or a network over one-hot states")
         if policy.n_inputs != n_obs:
+            what = "a Q-table for" if getattr(policy, "kind", None) == "tabular" else "one-hot inputs for"
             raise PolicyMismatchError(
-                f"model has a Q-table for {policy.n_inputs} states but {env_id} has Discrete({n_obs}) "
-                f"observations")
+                f"model has {what} {policy.n_inputs} states but {env_id} has Discrete({n_obs}) observations",
+                details={"model_inputs": policy.n_inputs, "n_states": n_obs})
     elif isinstance(observation_space, spaces.Box):
         shape = tuple(int(s) for s in observation_space.shape)
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if getattr(policy, "kind", None) == "tabular":
             raise PolicyMismatchError(
                 f"model is a Q-table over {policy.n_inputs} discrete states but {env_id} observations "
+                f"have shape {shape}")
+        if getattr(getattr(policy, "inner", policy), "one_hot", None) is not None:
+            raise PolicyMismatchError(
+                f"model reads {policy.n_inputs} discrete states (one-hot) but {env_id} observations "
                 f"have shape {shape}")
         if policy.n_inputs != n:
             raise PolicyMismatchError(

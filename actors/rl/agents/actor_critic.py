@@ -120,11 +120,11 @@ class ActorCritic:
         stats.update(policy_loss=pg, value_loss=vl, entropy=entropy)
         return float(loss), common.flat_grad(grads), stats
 
-    def policy(self, obs_shape: tuple[int, ...], meta: dict) -> MLPPolicy:
+    def policy(self, obs_shape: tuple[int, ...], meta: dict, one_hot: int | None = None) -> MLPPolicy:
         if self.discrete:
-            return MLPPolicy(self.actor, "discrete", obs_shape, meta=meta)
+            return MLPPolicy(self.actor, "discrete", obs_shape, meta=meta, one_hot=one_hot)
         return MLPPolicy(self.actor, "box", obs_shape, self.low, self.high, meta=meta,
-                         log_std=self.log_std.copy())
+                         log_std=self.log_std.copy(), one_hot=one_hot)
 
 
 def _orthogonal_init(net: MLP, out_gain: float, rng: np.random.Generator) -> None:
@@ -233,7 +233,7 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
 
         def make_policy() -> MLPPolicy:
             return model.policy(obs_shape, {"agent": agent, "env_id": env_id, "seed": seed,
-                                            "timesteps": timesteps})
+                                            "timesteps": timesteps}, common.one_hot_states(env))
 
         T, N = args.n_steps, args.num_envs
         buf_obs = np.zeros((T, N, obs_dim), dtype=DTYPE)

@@ -172,9 +172,10 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         def make_policy() -> MLPPolicy:
             net.set_flat(mean)
             meta = {"agent": NAME, "env_id": env_id, "seed": seed, "timesteps": timesteps}
+            one_hot = common.one_hot_states(env)
             if discrete:
-                return MLPPolicy(net, "discrete", obs_shape, meta=meta)
-            return MLPPolicy(net, "box", obs_shape, low, high, meta=meta)
+                return MLPPolicy(net, "discrete", obs_shape, meta=meta, one_hot=one_hot)
+            return MLPPolicy(net, "box", obs_shape, low, high, meta=meta, one_hot=one_hot)
 
         stopped = False
         while timesteps < total and not hooks.passed:

@@ -327,17 +327,39 @@ def make_vec_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> 
         if env is not None:
             mode = env.metadata.get("autoreset_mode")
             if mode is None or getattr(mode, "value", mode) == "NextStep":
-                return env
+                return _one_hot_if_discrete(env)
             env.close()
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)],
-                                    autoreset_mode="NextStep")
+    return _one_hot_if_discrete(gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kwargs)
+                                                          for _ in range(num_envs)], autoreset_mode="NextStep"))
+
+
+def _one_hot_if_discrete(env: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
+    """A network cannot read a state index as a number (state 7 is not "more" than state 3), so
+    Discrete observations reach the network agents one-hot encoded, as SB3 preprocesses them; the
+    policy a training exports does the same encoding (:func:`one_hot_states`)."""
+    if isinstance(env.single_observation_space, gym.spaces.Discrete):
+        from gymnasium.wrappers.vector import FlattenObservation
+
+        return FlattenObservation(env)
+    return env
+
+
+def one_hot_states(env: gym.vector.VectorEnv) -> int | None:
+    """The number of states when ``env`` (from :func:`make_vec_env`) one-hot encodes Discrete
+    observations, else ``None``: what the exported policy must encode before its network."""
+    from gymnasium.wrappers.vector import FlattenObservation
+
+    if isinstance(env, FlattenObservation) and isinstance(env.env.single_observation_space, gym.spaces.Discrete):
+        return int(env.env.single_observation_space.n)
+    return None
 
 
 def space_error(observation_space: gym.Space, action_space: gym.Space, *,
                 discrete_actions: bool, box_actions: bool) -> str | None:
-    """Why a network agent cannot handle these spaces, or ``None`` if it can."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        return f"needs a Box observation space, got {type(observation_space).__name__}"
+    """Why a network agent cannot handle these spaces, or ``None`` if it can (Discrete
+    observations are read one-hot, see :func:`make_vec_env`)."""
+    if not isinstance(observation_space, gym.spaces.Box | gym.spaces.Discrete):
+        return f"needs a Box or Discrete observation space, got {type(observation_space).__name__}"
     if isinstance(action_space, gym.spaces.Discrete):
         return None if discrete_actions else "does not support Discrete actions"
     if isinstance(action_space, gym.spaces.Box):

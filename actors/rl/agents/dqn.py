@@ -233,7 +233,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             hooks.last_ckpt = timesteps
 
         def make_policy() -> MLPPolicy:
-            return MLPPolicy(learner.q, "discrete", obs_shape,
+            return MLPPolicy(learner.q, "discrete", obs_shape, one_hot=common.one_hot_states(env),
                              meta={"agent": NAME, "env_id": env_id, "seed": seed, "timesteps": timesteps})
 
         explore_steps = max(1.0, args.exploration_fraction * total)

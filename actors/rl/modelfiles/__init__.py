@@ -1,4 +1,4 @@
-"""Loading untrusted model files into greedy policies (ARCHITECTURE §6).
+"""Loading untrusted model files into greedy policies (docs/models.md, "Formats" and "The sandbox").
 
 Accepted, recognised by content (never by file name):
 
@@ -126,9 +126,11 @@ def _native_policy(arrays: dict[str, np.ndarray], manifest: dict, spaces_, env_i
     obs_shape = arch.get("obs_shape")
     obs_shape = tuple(int(s) for s in obs_shape) if isinstance(obs_shape, list) else None
     squash = arch.get("action_transform") in ("tanh-rescale", "tanh")
+    one_hot = net.sizes[0] if arch.get("obs_encoding") == "one-hot" else None
     return build_mlp_policy(net, spaces_, env_id, head=head, obs_shape=obs_shape,
                             action_low=arrays.get("action_low"), action_high=arrays.get("action_high"),
-                            log_std=arrays.get("log_std"), meta={"format": NATIVE}, squash=squash)
+                            log_std=arrays.get("log_std"), meta={"format": NATIVE}, squash=squash,
+                            one_hot=one_hot)
 
 
 def _state_dict_policy(arrays: dict[str, np.ndarray], activation: str | None, prefix: str | None,

@@ -218,7 +218,7 @@ def build_mlp_policy(net: MLP, spaces_: tuple[Any, Any] | None, env_id: str | No
                      head: str | None = None, obs_shape: tuple[int, ...] | None = None,
                      action_low: np.ndarray | None = None, action_high: np.ndarray | None = None,
                      log_std: np.ndarray | None = None, meta: dict | None = None,
-                     squash: bool = False) -> MLPPolicy:
+                     squash: bool = False, one_hot: int | None = None) -> MLPPolicy:
     """Wrap ``net`` for an environment when one is given, else with what the file says.
 
     Without an environment and without a stated head, outputs are taken as discrete action values
@@ -240,6 +240,8 @@ def build_mlp_policy(net: MLP, spaces_: tuple[Any, Any] | None, env_id: str | No
         head = env_head or head or "discrete"
         if isinstance(obs_space, spaces.Box) and int(np.prod(obs_space.shape)) == net.sizes[0]:
             obs_shape = tuple(int(s) for s in obs_space.shape)
+        elif isinstance(obs_space, spaces.Discrete) and int(obs_space.n) == net.sizes[0]:
+            one_hot = int(obs_space.n)  # a network over Discrete states reads them one-hot (so does SB3)
         if head == "box" and isinstance(act_space, spaces.Box) and act_space.low.size == net.sizes[-1]:
             if action_low is None:
                 action_low = act_space.low
@@ -249,4 +251,4 @@ def build_mlp_policy(net: MLP, spaces_: tuple[Any, Any] | None, env_id: str | No
     if obs_shape is None or int(np.prod(obs_shape)) != net.sizes[0]:
         obs_shape = (net.sizes[0],)
     return MLPPolicy(net, head, obs_shape, action_low=action_low, action_high=action_high,  # type: ignore[arg-type]
-                     meta=meta, log_std=log_std, squash=squash)
+                     meta=meta, log_std=log_std, squash=squash, one_hot=one_hot)

@@ -207,6 +207,9 @@ class SandboxedPolicy:
         self.obs_shape = tuple(int(s) for s in describe["obs_shape"])
         self.n_inputs = int(describe["n_inputs"])
         self.n_outputs = int(describe["n_outputs"])
+        #: Set for a network over one-hot Discrete states (the child encodes; the checks need to know).
+        encoding = (self.loaded.get("policy") or {}).get("obs_encoding")
+        self.one_hot = self.n_inputs if encoding == "one-hot" else None
 
     # -- the Policy protocol -------------------------------------------------------------------
     def act(self, obs_batch: np.ndarray) -> np.ndarray:

@@ -146,7 +146,12 @@ def test_registry_lookup_and_space_support():
     lake = gym.make("FrozenLake-v1")
     for name in ("PPO", "A2C", "DQN", "CEM"):
         assert agent_supports(name, cart.observation_space, cart.action_space) is None
-        assert "Box observation" in agent_supports(name, lake.observation_space, lake.action_space)
+        # Discrete observations are read one-hot (tests/actors/rl/test_discrete_observations.py);
+        # other kinds (Blackjack's Tuple) are still refused, by name.
+        assert agent_supports(name, lake.observation_space, lake.action_space) is None
+        blackjack = gym.make("Blackjack-v1")
+        assert "Box or Discrete observation" in agent_supports(name, blackjack.observation_space,
+                                                               blackjack.action_space)
     for name in ("PPO", "A2C", "CEM"):
         assert agent_supports(name, pend.observation_space, pend.action_space) is None
     assert "Discrete action" in agent_supports("DQN", pend.observation_space, pend.action_space)
