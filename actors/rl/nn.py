@@ -88,11 +88,6 @@ class MLP:
         clone.biases = [b.copy() for b in self.biases]
         return clone
 
-    def load_from(self, other: MLP) -> None:
-        """Copy ``other``'s values into this network's arrays in place (e.g. a DQN target sync)."""
-        for mine, theirs in zip(self.params, other.params, strict=True):
-            mine[...] = theirs
-
     # -- computation --------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
         h = np.asarray(x, dtype=self.weights[0].dtype)
@@ -130,6 +125,17 @@ class MLP:
             if i > 0:
                 g = g @ self.weights[i].T
         return grads
+
+    def input_grad(self, cache: list, grad_out: np.ndarray) -> np.ndarray:
+        """The gradient of ``sum(grad_out * output)`` with respect to the input batch, without
+        parameter gradients: what an actor needs from a critic it does not train (SAC, TD3)."""
+        g = grad_out
+        for i in range(len(self.weights) - 1, -1, -1):
+            _, z, a = cache[i]
+            if i < len(self.weights) - 1:
+                g = g * _act_grad(self.activation, z, a)
+            g = g @ self.weights[i].T
+        return g
 
     # -- interchange --------------------------------------------------------------------------
     def state_dict(self, prefix: str = "net") -> dict[str, np.ndarray]:
@@ -199,10 +205,3 @@ class Adam:
 
     def state(self) -> dict:
         return {"t": self.t, "m": [m.copy() for m in self.m], "v": [v.copy() for v in self.v]}
-
-    def load_state(self, state: dict) -> None:
-        self.t = int(state["t"])
-        for dst, src in zip(self.m, state["m"], strict=True):
-            dst[...] = src
-        for dst, src in zip(self.v, state["v"], strict=True):
-            dst[...] = src

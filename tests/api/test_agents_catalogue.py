@@ -6,7 +6,7 @@ import pytest
 
 def test_every_agent_is_listed_with_documented_hyperparameters(hub):
     agents = hub.client.get("/api/agents").json()
-    assert [a["name"] for a in agents] == sorted(["PPO", "A2C", "DQN", "CEM", "QLEARNING"])
+    assert [a["name"] for a in agents] == sorted(["PPO", "A2C", "DQN", "CEM", "QLEARNING", "SAC", "TD3"])
     for agent in agents:
         assert agent["default_timesteps"] > 0 and agent["hyperparameters"]
         for hp in agent["hyperparameters"]:
@@ -17,6 +17,7 @@ def test_every_agent_is_listed_with_documented_hyperparameters(hub):
     assert {"observation": "Box", "action": "Box"} in spaces["PPO"]
     assert {"observation": "Box", "action": "Box"} not in spaces["DQN"]
     assert spaces["QLEARNING"] == [{"observation": "Discrete", "action": "Discrete"}]
+    assert spaces["SAC"] == spaces["TD3"] == [{"observation": "Box", "action": "Box"}]
 
 
 def test_one_agent_by_any_spelling_and_an_unknown_one_is_a_422(hub):

@@ -1,4 +1,4 @@
-"""Numpy RL agents that really learn: PPO, A2C, DQN, CEM and tabular Q-learning.
+"""Numpy RL agents that really learn: PPO, A2C, DQN, CEM, SAC, TD3 and tabular Q-learning.
 
 Every agent module exposes the same surface, which the pipeline actors and the CLI rely on:
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from actors.rl.agents import a2c, cem, dqn, ppo, qlearning
+from actors.rl.agents import a2c, cem, dqn, ppo, qlearning, sac, td3
 from actors.rl.agents.common import Progress, TrainResult
 
 AGENTS: dict[str, ModuleType] = {
@@ -34,6 +34,8 @@ AGENTS: dict[str, ModuleType] = {
     "DQN": dqn,
     "CEM": cem,
     "QLEARNING": qlearning,
+    "SAC": sac,
+    "TD3": td3,
 }
 
 __all__ = ["AGENTS", "Progress", "TrainResult", "agent_supports", "get_agent"]

@@ -127,11 +127,15 @@ class QLearner:
 
 
 class ReplayBuffer:
-    def __init__(self, capacity: int, obs_dim: int) -> None:
+    """Transitions in preallocated arrays, overwritten oldest first. Discrete actions are stored as
+    integers; ``action_dim`` stores continuous ones (SAC, TD3) as float rows."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int | None = None) -> None:
         self.capacity = capacity
         self.obs = np.zeros((capacity, obs_dim), dtype=DTYPE)
         self.next_obs = np.zeros((capacity, obs_dim), dtype=DTYPE)
-        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.actions = (np.zeros(capacity, dtype=np.int64) if action_dim is None
+                        else np.zeros((capacity, action_dim), dtype=DTYPE))
         self.rewards = np.zeros(capacity, dtype=DTYPE)
         self.terminated = np.zeros(capacity, dtype=DTYPE)
         self.pos = 0
@@ -159,7 +163,8 @@ class ReplayBuffer:
 
     def restore(self, saved: dict[str, np.ndarray], pos: int, path: str) -> None:
         n = saved["rb_obs"].shape[0]
-        if n > self.capacity or saved["rb_obs"].shape[1:] != self.obs.shape[1:]:
+        if (n > self.capacity or saved["rb_obs"].shape[1:] != self.obs.shape[1:]
+                or saved["rb_actions"].shape[1:] != self.actions.shape[1:]):
             raise RLError(f"checkpoint {path} replay buffer does not fit this configuration")
         self.obs[:n] = saved["rb_obs"]
         self.next_obs[:n] = saved["rb_next_obs"]

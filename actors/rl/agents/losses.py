@@ -96,3 +96,38 @@ def huber_loss(pred: np.ndarray, target: np.ndarray, delta: float = 1.0):
     quad = np.minimum(absd, delta)
     loss = (0.5 * quad * quad + delta * (absd - quad)).mean()
     return float(loss), np.clip(diff, -delta, delta) / pred.shape[0]
+
+
+# -- tanh-squashed Gaussian (SAC) -----------------------------------------------------------------
+#: SAC's bounds on the actor's log-std (Stable-Baselines3's LOG_STD_MIN / LOG_STD_MAX).
+LOG_STD_BOUNDS = (-20.0, 2.0)
+#: Keeps ``log(1 - tanh(u)^2)`` finite where tanh saturates (SB3's epsilon).
+SQUASH_EPS = 1e-6
+
+
+def squashed_gaussian(mean: np.ndarray, log_std_raw: np.ndarray, noise: np.ndarray):
+    """Reparameterised sample ``a = tanh(mean + exp(log_std) * noise)`` with ``log_std`` the raw
+    output clipped to :data:`LOG_STD_BOUNDS`, and ``log pi(a)`` summed over action dimensions,
+    corrected for the tanh. Returns ``(a, logp, cache)``; :func:`squashed_gaussian_backward` turns
+    gradients with respect to ``a`` and ``logp`` into gradients with respect to the raw outputs."""
+    log_std = np.clip(log_std_raw, *LOG_STD_BOUNDS)
+    std = np.exp(log_std)
+    a = np.tanh(mean + std * noise)
+    one_minus = 1.0 - a * a
+    logp = (-0.5 * noise * noise - log_std - 0.5 * LOG_2PI).sum(axis=-1) \
+        - np.log(one_minus + SQUASH_EPS).sum(axis=-1)
+    inside = (log_std_raw > LOG_STD_BOUNDS[0]) & (log_std_raw < LOG_STD_BOUNDS[1])
+    return a, logp, (a, one_minus, std, noise, inside)
+
+
+def squashed_gaussian_backward(cache, g_a: np.ndarray, g_logp: np.ndarray):
+    """``(d/d mean, d/d log_std_raw)`` of ``sum(g_a * a) + sum(g_logp * logp)``, the noise held
+    fixed (the reparameterisation trick). With ``u = mean + std * noise``:
+    ``d logp / d u = 2 a (1 - a^2) / (1 - a^2 + eps)`` (the tanh correction), ``d a / d u = 1 - a^2``,
+    ``d u / d mean = 1``, ``d u / d log_std = std * noise``, and ``d logp / d log_std`` has an
+    extra ``-1`` from the Gaussian's normaliser."""
+    a, one_minus, std, noise, inside = cache
+    g_u = g_logp[:, None] * (2.0 * a * one_minus / (one_minus + SQUASH_EPS)) + g_a * one_minus
+    g_mean = g_u
+    g_log_std = (g_u * std * noise - g_logp[:, None]) * inside
+    return g_mean, g_log_std

@@ -20,9 +20,14 @@ QUICK = {
     "DQN": ("CartPole-v1", None, 3_000),
     "CEM": ("CartPole-v1", None, 3_000),
     "QLEARNING": ("FrozenLake-v1", {"is_slippery": False}, 3_000),
+    "SAC": ("Pendulum-v1", None, 3_000),
+    "TD3": ("Pendulum-v1", None, 3_000),
 }
-# Smaller settings for the DQN so its first training block happens inside a short run.
-QUICK_ARGS = {"DQN": {"learning_starts": 500, "train_frequency": 128, "gradient_steps": 16}}
+# Smaller settings for the DQN so its first training block happens inside a short run, and small
+# networks for the off-policy agents, which take a gradient step at every environment step.
+_SMALL_OFF_POLICY = {"hidden_sizes": [32, 32], "batch_size": 64, "learning_starts": 200}
+QUICK_ARGS = {"DQN": {"learning_starts": 500, "train_frequency": 128, "gradient_steps": 16},
+              "SAC": _SMALL_OFF_POLICY, "TD3": _SMALL_OFF_POLICY}
 
 
 def quick_train(name, seed=0, total=None, **kwargs):
@@ -63,8 +68,9 @@ def test_same_seed_same_learning_curve(name):
     assert a.episode_returns == b.episode_returns
     assert a.episode_lengths == b.episode_lengths
     assert a.timesteps == b.timesteps
-    assert a.episode_lengths != c.episode_lengths
-    obs = np.random.default_rng(0).standard_normal((16, 4)) if name != "QLEARNING" else np.arange(16)
+    assert a.episode_returns != c.episode_returns  # (Pendulum's episodes all last 200 steps)
+    obs = np.random.default_rng(0).standard_normal((16, 3 if name in ("SAC", "TD3") else 4)) \
+        if name != "QLEARNING" else np.arange(16)
     np.testing.assert_array_equal(a.policy.act(obs), b.policy.act(obs))
 
 
@@ -139,8 +145,8 @@ def test_check_hook_ends_training_and_is_not_timed():
 def test_registry_lookup_and_space_support():
     assert get_agent("ppo") is AGENTS["PPO"]
     assert get_agent("Q-Learning") is AGENTS["QLEARNING"]
-    with pytest.raises(KeyError, match="PPO, A2C, DQN, CEM, QLEARNING"):
-        get_agent("sac")
+    with pytest.raises(KeyError, match="PPO, A2C, DQN, CEM, QLEARNING, SAC, TD3"):
+        get_agent("ddpg")
     cart = gym.make("CartPole-v1")
     pend = gym.make("Pendulum-v1")
     lake = gym.make("FrozenLake-v1")

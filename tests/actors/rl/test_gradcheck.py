@@ -148,3 +148,92 @@ def test_dqn_td_loss_gradient(rng, double_q):
     (g,) = learner.loss_and_grads(*batch)[1]
     # The target network is held fixed, so only online parameters are differentiated.
     assert_close(g, numeric_grad(lambda: learner.loss_and_grads(*batch)[0], learner.flat))
+
+
+# -- SAC ------------------------------------------------------------------------------------------
+def test_mlp_input_gradient(rng):
+    from actors.rl.nn import MLP
+
+    for activation in ("relu", "tanh"):
+        net = MLP([5, 7, 6, 2], activation, rng, dtype=np.float64)
+        x = rng.standard_normal((4, 5))
+        w = rng.standard_normal((4, 2))
+        _, cache = net.forward_cache(x)
+
+        def f(net=net, x=x, w=w):
+            return float((net.forward(x) * w).sum())
+
+        assert_close(net.input_grad(cache, w), numeric_grad(f, x))
+
+
+@pytest.mark.parametrize("log_std_offset", [0.0, -25.0, 5.0])  # inside the bounds, clipped below, above
+def test_squashed_gaussian_sample_and_log_density(rng, log_std_offset):
+    mean = rng.standard_normal((6, 3))
+    log_std = rng.standard_normal((6, 3)) * 0.5 + log_std_offset
+    # Small noise where the std is clipped at e^2: deep in tanh's saturation 1 - a^2 loses the
+    # digits central differences need (the analytic form is SB3's; the numeric one would be wrong).
+    noise = rng.standard_normal((6, 3)) * (0.1 if log_std_offset > 0 else 1.0)
+    w_a, w_l = rng.standard_normal((6, 3)), rng.standard_normal(6)
+
+    def f():
+        a, logp, _ = losses.squashed_gaussian(mean, log_std, noise)
+        return float((w_a * a).sum() + (w_l * logp).sum())
+
+    _, _, cache = losses.squashed_gaussian(mean, log_std, noise)
+    g_mean, g_log_std = losses.squashed_gaussian_backward(cache, w_a, w_l)
+    assert_close(g_mean, numeric_grad(f, mean), rtol=1e-4)
+    assert_close(g_log_std, numeric_grad(f, log_std), rtol=1e-4)
+
+
+def _sac(rng):
+    from actors.rl.agents.sac import Args as SACArgs
+    from actors.rl.agents.sac import SoftActorCritic
+
+    learner = SoftActorCritic(3, 2, SACArgs(hidden_sizes=(8, 8)), rng, dtype=np.float64)
+    learner.q_target_flat += rng.standard_normal(learner.q_target_flat.size) * 0.1
+    batch = (rng.standard_normal((12, 3)), np.tanh(rng.standard_normal((12, 2))), rng.standard_normal(12),
+             rng.standard_normal((12, 3)), (rng.random(12) < 0.3).astype(np.float64))
+    return learner, batch
+
+
+def test_sac_critic_loss_gradient(rng):
+    learner, batch = _sac(rng)
+    noise = rng.standard_normal((12, 2))
+    (g,) = learner.critic_loss_and_grads(batch, noise, 0.3)[1]
+    # The targets (target critics and the next action's log-density) are held fixed.
+    numeric = numeric_grad(lambda: learner.critic_loss_and_grads(batch, noise, 0.3)[0], learner.q_flat)
+    assert_close(g, numeric, rtol=1e-4, atol=1e-7)
+
+
+def test_sac_actor_loss_gradient_through_the_critics(rng):
+    learner, batch = _sac(rng)
+    obs, noise = batch[0], rng.standard_normal((12, 2))
+    (g,) = learner.actor_loss_and_grads(obs, noise, 0.2)[1]
+    numeric = numeric_grad(lambda: learner.actor_loss_and_grads(obs, noise, 0.2)[0], learner.actor_flat)
+    assert_close(g, numeric, rtol=1e-4, atol=1e-7)
+
+
+def _td3(rng):
+    from actors.rl.agents.td3 import Args as TD3Args
+    from actors.rl.agents.td3 import TwinDelayed
+
+    learner = TwinDelayed(3, 2, TD3Args(hidden_sizes=(8, 8)), rng, dtype=np.float64)
+    learner.q_target_flat += rng.standard_normal(learner.q_target_flat.size) * 0.1
+    batch = (rng.standard_normal((12, 3)), np.tanh(rng.standard_normal((12, 2))), rng.standard_normal(12),
+             rng.standard_normal((12, 3)), (rng.random(12) < 0.3).astype(np.float64))
+    return learner, batch
+
+
+def test_td3_critic_loss_gradient(rng):
+    learner, batch = _td3(rng)
+    smoothing = rng.standard_normal((12, 2)) * 0.2
+    (g,) = learner.critic_loss_and_grads(batch, smoothing)[1]
+    numeric = numeric_grad(lambda: learner.critic_loss_and_grads(batch, smoothing)[0], learner.q_flat)
+    assert_close(g, numeric, rtol=1e-4, atol=1e-7)
+
+
+def test_td3_actor_loss_gradient_through_the_critic(rng):
+    learner, batch = _td3(rng)
+    (g,) = learner.actor_loss_and_grads(batch[0])[1]
+    numeric = numeric_grad(lambda: learner.actor_loss_and_grads(batch[0])[0], learner.actor_flat)
+    assert_close(g, numeric, rtol=1e-4, atol=1e-7)
