@@ -11,6 +11,7 @@ from api.services import environments
 from api.services.catalog import check_hyperparams, require_known_agent
 from storage import outbox
 from storage.events import ExperimentCreated, rfc3339
+from storage.experiments import ExperimentStatus
 from storage.models import Experiment, utcnow
 
 _PUBLIC = ("id", "name", "env_name", "environment_id", "agent", "total_timesteps", "episodes", "seeds",
@@ -46,7 +47,7 @@ def create(session: Session, body: ExperimentCreate) -> dict:
     values = {"name": body.name, "environment_id": environment.id, "env_name": environment.env_name,
               "agent": agent, "total_timesteps": body.total_timesteps, "episodes": body.episodes,
               "seeds": body.seed_list(), "hyperparams": body.hyperparams, "eval_episodes": body.eval_episodes,
-              "eval_seed": body.eval_seed, "status": "created", "results": None, "created_at": now,
+              "eval_seed": body.eval_seed, "status": ExperimentStatus.CREATED, "results": None, "created_at": now,
               "updated_at": now}
     # A Core INSERT, not an ORM object: the unit of work's flush was the largest single cost of a
     # submission, and the new row is only ever returned, never changed, in this transaction.
@@ -103,6 +104,9 @@ def _check_agent_fits_env(agent: str, spec: dict) -> None:
     if agent in ("DQN", "A2C", "QLEARNING") and act.get("type") != "Discrete":
         raise Invalid(f"{agent} needs a Discrete action space; {spec.get('env_id')} actions are {act.get('type')}",
                       code="agent_env_mismatch")
+    if agent in ("SAC", "TD3") and act.get("type") != "Box":
+        raise Invalid(f"{agent} needs a Box (continuous) action space; {spec.get('env_id')} actions are "
+                      f"{act.get('type')}", code="agent_env_mismatch")
 
 
 def get(session: Session, experiment_id: int) -> Experiment:
