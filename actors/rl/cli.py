@@ -113,9 +113,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         if reason:
             return _fail("train", f"{args.agent} cannot train on {args.env}: {reason}")
         from actors.rl.agents.common import resolve_args
+        from actors.rl.agents.presets import preset_for
 
-        hyperparams = resolve_args(agent.Args, _hyperparams(args.hp))
-        trained = agent.train(args.env, hyperparams, seed=args.seed, total_timesteps=args.timesteps,
+        chosen, timesteps = {}, args.timesteps
+        if args.preset:
+            preset = preset_for(args.agent, args.env)
+            if preset is None:
+                return _fail("train", f"no tuned preset for {args.agent} on {args.env}; "
+                                      "GET /api/agents/<agent> lists the presets")
+            chosen = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.hyperparams.items()}
+            timesteps = timesteps or preset.total_timesteps
+        hyperparams = resolve_args(agent.Args, {**chosen, **_hyperparams(args.hp)})
+        trained = agent.train(args.env, hyperparams, seed=args.seed, total_timesteps=timesteps,
                               progress=_ProgressPrinter(not args.json and not args.quiet))
         evaluation = evaluate(trained.policy, args.env, args.eval_episodes, eval_seed, mode="exact").to_dict()
         manifest = {
@@ -200,6 +209,9 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--hp", action="append", metavar="NAME=VALUE",
                     help="a hyperparameter (repeat for several), e.g. --hp learning_rate=3e-4 --hp "
                          "hidden_sizes=[64,64]; GET /api/agents/<agent> lists them")
+    tr.add_argument("--preset", action="store_true",
+                    help="start from RL-Zoo's tuned hyperparameters and budget for this agent and env "
+                         "(--hp and --timesteps still override)")
     tr.add_argument("--out", default=None, help="where to save the model (default <agent>-<env>-seed<seed>.npz)")
     tr.add_argument("--eval-episodes", type=int, default=100)
     tr.add_argument("--eval-seed", type=int, default=None, help="default 10000 + seed")

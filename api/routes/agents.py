@@ -28,6 +28,20 @@ class Spaces(BaseModel):
     action: str
 
 
+class Preset(BaseModel):
+    agent: str
+    env_name: str
+    hyperparams: dict[str, Any]
+    total_timesteps: int
+    source: str
+    differences: list[str]
+
+
+class NoPreset(BaseModel):
+    env_name: str
+    reason: str
+
+
 class Agent(BaseModel):
     name: str
     description: str
@@ -35,6 +49,8 @@ class Agent(BaseModel):
     default_timesteps: int
     max_total_timesteps: int
     hyperparameters: list[Hyperparameter]
+    presets: list[Preset]
+    without_preset: list[NoPreset]
 
 
 @router.get("")

@@ -62,6 +62,7 @@ def describe_agent(name: str) -> dict:
 
     from actors.rl.agents import get_agent
     from actors.rl.agents.common import MAX_TOTAL_TIMESTEPS, hyperparameters
+    from actors.rl.agents.presets import WITHOUT_PRESET, presets_of
 
     agent = require_known_agent(name)
     module = get_agent(agent)
@@ -72,7 +73,10 @@ def describe_agent(name: str) -> dict:
               if module.agent_supports(*pair) is None]
     return {"name": agent, "description": (module.__doc__ or "").strip().split("\n")[0],
             "spaces": spaces, "default_timesteps": module.DEFAULT_TIMESTEPS,
-            "max_total_timesteps": MAX_TOTAL_TIMESTEPS, "hyperparameters": hyperparameters(module.Args)}
+            "max_total_timesteps": MAX_TOTAL_TIMESTEPS, "hyperparameters": hyperparameters(module.Args),
+            "presets": [p.describe() for p in presets_of(agent)],
+            "without_preset": [{"env_name": env, "reason": why} for (a, env), why in WITHOUT_PRESET.items()
+                               if a == agent]}
 
 
 def check_hyperparams(agent: str, hyperparams: dict) -> dict:

@@ -45,3 +45,14 @@ def test_the_listed_bounds_are_the_ones_a_submission_meets(hub, agent):
     assert at_limit.status_code in (201, 422)
     if at_limit.status_code == 422:
         assert at_limit.json()["error"]["code"] == "invalid_hyperparameter"
+
+
+def test_presets_are_listed_with_their_source_and_what_differs(hub):
+    dqn = hub.client.get("/api/agents/DQN").json()
+    cartpole = next(p for p in dqn["presets"] if p["env_name"] == "CartPole-v1")
+    assert cartpole["hyperparams"]["hidden_sizes"] == [256, 256] and cartpole["total_timesteps"] == 50_000
+    assert "rl-baselines3-zoo" in cartpole["source"]
+    ppo = hub.client.get("/api/agents/PPO").json()
+    assert any(p["differences"] for p in ppo["presets"])
+    assert {"env_name": "Acrobot-v1", "reason": "the zoo normalises observations (VecNormalize)"} \
+        in ppo["without_preset"]
