@@ -20,8 +20,8 @@ QUICK = {
     "DQN": ("CartPole-v1", None, 3_000),
     "CEM": ("CartPole-v1", None, 3_000),
     "QLEARNING": ("FrozenLake-v1", {"is_slippery": False}, 3_000),
-    "SAC": ("Pendulum-v1", None, 3_000),
-    "TD3": ("Pendulum-v1", None, 3_000),
+    "SAC": ("Pendulum-v1", None, 1_500),
+    "TD3": ("Pendulum-v1", None, 1_500),
 }
 # Smaller settings for the DQN so its first training block happens inside a short run, and small
 # networks for the off-policy agents, which take a gradient step at every environment step.

@@ -190,7 +190,7 @@ def _sac(rng):
     from actors.rl.agents.sac import SoftActorCritic
 
     learner = SoftActorCritic(3, 2, SACArgs(hidden_sizes=(8, 8)), rng, dtype=np.float64)
-    learner.q_target_flat += rng.standard_normal(learner.q_target_flat.size) * 0.1
+    learner.critics.target_flat += rng.standard_normal(learner.critics.target_flat.size) * 0.1
     batch = (rng.standard_normal((12, 3)), np.tanh(rng.standard_normal((12, 2))), rng.standard_normal(12),
              rng.standard_normal((12, 3)), (rng.random(12) < 0.3).astype(np.float64))
     return learner, batch
@@ -201,7 +201,7 @@ def test_sac_critic_loss_gradient(rng):
     noise = rng.standard_normal((12, 2))
     (g,) = learner.critic_loss_and_grads(batch, noise, 0.3)[1]
     # The targets (target critics and the next action's log-density) are held fixed.
-    numeric = numeric_grad(lambda: learner.critic_loss_and_grads(batch, noise, 0.3)[0], learner.q_flat)
+    numeric = numeric_grad(lambda: learner.critic_loss_and_grads(batch, noise, 0.3)[0], learner.critics.flat)
     assert_close(g, numeric, rtol=1e-4, atol=1e-7)
 
 
@@ -218,7 +218,7 @@ def _td3(rng):
     from actors.rl.agents.td3 import TwinDelayed
 
     learner = TwinDelayed(3, 2, TD3Args(hidden_sizes=(8, 8)), rng, dtype=np.float64)
-    learner.q_target_flat += rng.standard_normal(learner.q_target_flat.size) * 0.1
+    learner.critics.target_flat += rng.standard_normal(learner.critics.target_flat.size) * 0.1
     batch = (rng.standard_normal((12, 3)), np.tanh(rng.standard_normal((12, 2))), rng.standard_normal(12),
              rng.standard_normal((12, 3)), (rng.random(12) < 0.3).astype(np.float64))
     return learner, batch
@@ -228,7 +228,7 @@ def test_td3_critic_loss_gradient(rng):
     learner, batch = _td3(rng)
     smoothing = rng.standard_normal((12, 2)) * 0.2
     (g,) = learner.critic_loss_and_grads(batch, smoothing)[1]
-    numeric = numeric_grad(lambda: learner.critic_loss_and_grads(batch, smoothing)[0], learner.q_flat)
+    numeric = numeric_grad(lambda: learner.critic_loss_and_grads(batch, smoothing)[0], learner.critics.flat)
     assert_close(g, numeric, rtol=1e-4, atol=1e-7)
 
 
