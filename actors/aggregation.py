@@ -17,7 +17,8 @@ from actors.handling import consumer
 from actors.runtime import current
 from analytics import rows as snapshot_rows
 from analytics import snapshots
-from storage import experiments, ledger, outbox, supersession, tasks
+from storage import experiments, ledger, outbox, runs, supersession, tasks
+from storage.evaluations import EvaluationStatus
 from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, SnapshotWritten
 from storage.models import Environment, Evaluation, Experiment, Task, TrainingRun
 
@@ -38,26 +39,26 @@ def aggregate(envelope: Envelope) -> None:
         run = session.get(TrainingRun, event.run_id)
         evaluation = session.get(Evaluation, event.evaluation_id)
         task = session.get(Task, run.task_id)
-        if isinstance(event, EvaluationFailed) or evaluation.status != "completed":
-            run.status = "failed"
-            run.error = event.error if isinstance(event, EvaluationFailed) else {"message": "evaluation failed"}
-            error = {**run.error, "code": "evaluation_failed"}
+        if isinstance(event, EvaluationFailed) or evaluation.status != EvaluationStatus.COMPLETED:
+            run_error = event.error if isinstance(event, EvaluationFailed) else {"message": "evaluation failed"}
+            runs.fail_evaluation(session, run, run_error)
+            error = {**run_error, "code": "evaluation_failed"}
             tasks.fail(session, task, error)
             experiments.fail(session, experiment, task_id=task.id, stage="evaluation", error=error, run_id=run.id)
         else:
             run.evaluation = {k: evaluation.result.get(k) for k in SUMMARY_KEYS if k in evaluation.result}
-            runs = list(session.scalars(select(TrainingRun).where(TrainingRun.task_id == run.task_id)
-                                        .order_by(TrainingRun.id)))
-            if task.status not in tasks.TERMINAL and all(r.evaluation is not None for r in runs):
+            task_runs = list(session.scalars(select(TrainingRun).where(TrainingRun.task_id == run.task_id)
+                                             .order_by(TrainingRun.id)))
+            if task.status not in tasks.TERMINAL and all(r.evaluation is not None for r in task_runs):
                 evaluations = {e.run_id: e for e in session.scalars(
-                    select(Evaluation).where(Evaluation.run_id.in_([r.id for r in runs])))}
+                    select(Evaluation).where(Evaluation.run_id.in_([r.id for r in task_runs])))}
                 environment = session.get(Environment, experiment.environment_id)
                 threshold = ((environment.spec or {}).get("reward_threshold") if environment else None)
-                results = experiment_results(experiment, runs, evaluations, threshold)
+                results = experiment_results(experiment, task_runs, evaluations, threshold)
                 experiments.complete(session, experiment, task_id=task.id, results=results)
                 tasks.succeed(session, task, {"experiment_id": experiment.id, **results})
                 supersession.supersede_earlier(session, experiment.id, task.id)  # a retrain replaced them
-                rows = _write_snapshots(storage.settings.snapshots_dir, experiment, runs, evaluations, task.id)
+                rows = _write_snapshots(storage.settings.snapshots_dir, experiment, task_runs, evaluations, task.id)
                 outbox.record(session, SnapshotWritten(experiment_id=experiment.id,
                                                        datasets=sorted(rows), rows=sum(rows.values())))
         ledger.mark(session, envelope.id, CONSUMER)

@@ -1,4 +1,5 @@
-"""Evaluating a stored model: N greedy, seeded episodes, summarised as ARCHITECTURE §5 says.
+"""Evaluating a stored model: N greedy, seeded episodes, summarised as
+docs/architecture.md, "The evaluation protocol" says.
 
 Two producers ask for evaluations and they differ in who owns the task. A ``/benchmark/run``
 request creates a task of its own, which this actor finishes. A training run's evaluation shares
@@ -16,9 +17,10 @@ from actors.cancellation import TaskCancelled
 from actors.handling import consumer
 from actors.runtime import current
 from actors.sandboxing import loader_options, open_model
-from storage import ledger, outbox, tasks
+from storage import evaluations, ledger, tasks
 from storage.db import Database
-from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, EvaluationRequested, rfc3339
+from storage.evaluations import EvaluationStatus
+from storage.events import Envelope, EvaluationRequested, rfc3339
 from storage.models import Evaluation, Model, utcnow
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,6 @@ CONSUMER = "evaluate"
 #: Task progress is written at most this often; every write is a database transaction and a Redis
 #: publish, and a poller gains nothing from more than one update a second.
 PROGRESS_INTERVAL_S = 1.0
-_FINISHED = frozenset({"completed", "failed"})
 
 
 class _Progress:
@@ -57,8 +58,8 @@ class _Progress:
 
 
 def _result(event: EvaluationRequested, model_sha256: str, model_format: str, run: dict[str, Any]) -> dict:
-    """The stored result: the summary fields clients of the original API read, every §5 metric under
-    the engine's own names, and what is needed to reproduce the run."""
+    """The stored result: the summary fields clients of the original API read, every metric of the
+    evaluation protocol under the engine's own names, and what is needed to reproduce the run."""
     exact = run["mode"] == "exact"
     return {
         "evaluation_id": event.evaluation_id,
@@ -69,7 +70,7 @@ def _result(event: EvaluationRequested, model_sha256: str, model_format: str, ru
         "median_reward": run["median"],
         "latency_ms": run["latency_ms"],
         "total_episodes": run["episodes"],
-        "status": "completed",
+        "status": EvaluationStatus.COMPLETED.value,
         "evaluated_at": rfc3339(utcnow()),
         **run,
         "seeds": [run["seed"] + i for i in range(run["episodes"])] if exact else [run["seed"]],
@@ -121,12 +122,11 @@ def evaluate(envelope: Envelope) -> None:
     owns_task = event.experiment_id is None
     with db.session() as session:
         evaluation = session.get(Evaluation, event.evaluation_id)
-        if evaluation is None or evaluation.status in _FINISHED:
+        if evaluation is None or not evaluations.start(session, evaluation):
             return
         model = session.get(Model, event.model_id)
-        evaluation.status = "running"
         task = tasks.get(session, event.task_id)
-        if owns_task and task is not None and task.status == "queued":
+        if owns_task and task is not None and task.status == tasks.TaskStatus.QUEUED:
             tasks.mark_running(session, task)
         session.commit()
         job = {"status": model.status if model else None, "reason": model.reason if model else None,
@@ -148,24 +148,17 @@ def evaluate(envelope: Envelope) -> None:
         error["retryable"] = False
 
     with db.session() as session:
-        evaluation = session.get(Evaluation, event.evaluation_id)
-        task = tasks.get(session, event.task_id)
-        evaluation.finished_at = utcnow()
+        # The evaluation's lock, then our task's: a duplicate delivery finishing at the same time, a
+        # give-up, or a cancel of the task, is seen here rather than overwritten.
+        evaluation = session.get(Evaluation, event.evaluation_id, with_for_update=True)
+        task = tasks.get(session, event.task_id, for_update=owns_task)
         if result is not None:
-            evaluation.status, evaluation.result, evaluation.mean_reward = "completed", result, result["mean_reward"]
-            if owns_task and task is not None and task.status not in tasks.TERMINAL:
+            finished = evaluations.complete(session, evaluation, result)
+            if finished and owns_task and task is not None and task.status not in tasks.TERMINAL:
                 tasks.succeed(session, task, result)
-            outbox.record(session, EvaluationCompleted(
-                evaluation_id=event.evaluation_id, task_id=event.task_id, model_id=event.model_id,
-                env_name=event.env_name, mean_reward=result["mean_reward"], std_reward=result["std_reward"],
-                episodes=event.episodes, experiment_id=event.experiment_id, run_id=event.run_id))
         else:
-            public = {k: error[k] for k in ("type", "code", "message", "details", "retryable") if k in error}
-            evaluation.status, evaluation.error = "failed", public
-            if owns_task and task is not None:
+            finished = evaluations.fail(session, evaluation, error)
+            if finished and owns_task and task is not None:
                 tasks.fail(session, task, error)
-            outbox.record(session, EvaluationFailed(
-                evaluation_id=event.evaluation_id, task_id=event.task_id, model_id=event.model_id, error=public,
-                experiment_id=event.experiment_id, run_id=event.run_id))
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()

@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 
 from actors.runtime import current
-from storage import experiments, ledger, outbox, tasks
-from storage.events import EvaluationFailed, TrainingFailed
-from storage.models import Evaluation, Experiment, TrainingRun, utcnow
+from storage import evaluations, experiments, ledger, runs, tasks
+from storage.models import Evaluation, Experiment, TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ def record_give_up(message: dict, retry_info: dict) -> None:
             return  # another delivery did the work (e.g. lost a race on the ledger row)
         error = {"type": "RetriesExhausted", "code": "gave_up", "retryable": False, "celery_type": "RuntimeError",
                  "message": f"{actor_name} gave up after {retry_info.get('retries', 0)} retries: {last_line}"[:1000]}
-        public = {k: error[k] for k in ("type", "code", "message", "retryable")}
         stage = EXPERIMENT_STAGES.get(actor_name)
         # The experiment's lock first, before any other row changes: see storage/experiments.py.
         experiment = None
@@ -50,18 +48,12 @@ def record_give_up(message: dict, retry_info: dict) -> None:
         run_id = data.get("run_id")
         if run_id is not None and actor_name == "train":
             run = session.get(TrainingRun, run_id)
-            if run is not None and run.status in ("queued", "running"):
-                run.status, run.error, run.finished_at = "failed", error, utcnow()
-                outbox.record(session, TrainingFailed(experiment_id=run.experiment_id, task_id=run.task_id,
-                                                      run_id=run.id, error=public))
+            if run is not None:
+                runs.fail(session, run, error)  # TrainingFailed, unless the run already finished
         if data.get("evaluation_id") and actor_name == "evaluate":
-            evaluation = session.get(Evaluation, data["evaluation_id"])
-            if evaluation is not None and evaluation.status in ("queued", "running"):
-                evaluation.status, evaluation.error, evaluation.finished_at = "failed", error, utcnow()
-                outbox.record(session, EvaluationFailed(
-                    evaluation_id=evaluation.id, task_id=data.get("task_id") or evaluation.task_id or "",
-                    model_id=evaluation.model_id, error=public, experiment_id=data.get("experiment_id"),
-                    run_id=run_id))
+            evaluation = session.get(Evaluation, data["evaluation_id"], with_for_update=True)
+            if evaluation is not None:
+                evaluations.fail(session, evaluation, error)  # EvaluationFailed, unless it already finished
         task = tasks.get(session, data["task_id"]) if data.get("task_id") else None
         if task is not None:
             tasks.fail(session, task, error)

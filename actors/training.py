@@ -24,18 +24,11 @@ from actors.bus import transient
 from actors.cancellation import TaskCancelled
 from actors.handling import consumer
 from actors.runtime import current
-from storage import experiments, ledger, outbox, tasks
+from storage import experiments, ledger, outbox, runs, tasks
 from storage.artifacts import sha256_file
-from storage.events import (
-    Envelope,
-    EvaluationRequested,
-    TrainingCompleted,
-    TrainingFailed,
-    TrainingProgressed,
-    TrainingRequested,
-    TrainingStarted,
-)
-from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun, utcnow
+from storage.events import Envelope, EvaluationRequested, TrainingProgressed, TrainingRequested
+from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun
+from storage.runs import RunStatus
 from storage.settings import MAX_TRAINING_TIME_LIMIT_S
 
 log = logging.getLogger(__name__)
@@ -105,16 +98,16 @@ def _aggregate_progress(session, task: Task, total: int, episode_budget: int | N
     run still queued counts as not started instead of being left out; leaving it out made the
     fraction fall when a later seed started. A completed run counts as fully trained.
     """
-    runs = session.execute(
+    rows = session.execute(
         select(TrainingRun.status, TrainingRun.timesteps, TrainingRun.episodes).where(TrainingRun.task_id == task.id)
     ).all()
-    fractions = [1.0 if r.status == "completed" else run_fraction(r.timesteps, r.episodes, total, episode_budget)
-                 for r in runs]
+    fractions = [1.0 if r.status == RunStatus.COMPLETED
+                 else run_fraction(r.timesteps, r.episodes, total, episode_budget) for r in rows]
     previous = task.progress or {}
     fraction = TRAINING_SHARE * sum(fractions) / len(fractions) if fractions else 0.0
-    return {**previous, "fraction": round(fraction, 4), "timesteps": int(sum(r.timesteps for r in runs)),
-            "episodes": int(sum(r.episodes for r in runs)), "runs": len(runs),
-            "runs_trained": sum(1 for r in runs if r.status == "completed")}
+    return {**previous, "fraction": round(fraction, 4), "timesteps": int(sum(r.timesteps for r in rows)),
+            "episodes": int(sum(r.episodes for r in rows)), "runs": len(rows),
+            "runs_trained": sum(1 for r in rows if r.status == RunStatus.COMPLETED)}
 
 
 class _Reporter:
@@ -182,14 +175,15 @@ def train(envelope: Envelope) -> None:
     event: TrainingRequested = envelope.event()  # type: ignore[assignment]
     storage = current().storage
     with storage.db.session() as session:
+        # The experiment's lock first (storage/experiments.py): a cancel committing meanwhile is
+        # seen here, instead of this start overwriting the cancelled run, task and experiment.
+        experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         run = session.get(TrainingRun, event.run_id)
-        experiment = session.get(Experiment, event.experiment_id)
         task = session.get(Task, event.task_id)
         if run is None or experiment is None or task is None:
             raise LookupError(f"run {event.run_id} of experiment {event.experiment_id} does not exist")
-        if run.status in ("completed", "failed", "cancelled") or task.status in tasks.TERMINAL:
-            if run.status in ("queued", "running"):
-                run.status = "cancelled"
+        if run.status in runs.FINISHED or task.status in tasks.TERMINAL:
+            runs.cancel(session, run)  # its task ended without it; a finished run keeps its outcome
             ledger.mark(session, envelope.id, CONSUMER)
             session.commit()
             return
@@ -201,15 +195,9 @@ def train(envelope: Envelope) -> None:
         if resumed_from is not None:
             log.info("training run %s resumes from its checkpoint (attempt %d; last reported at %d of %d timesteps)",
                      run.id, run.attempts + 1, run.timesteps, total)
-        run.status, run.total_timesteps = "running", total
-        run.attempts += 1
-        run.started_at = run.started_at or utcnow()
-        run.resumed_from = resumed_from
-        if experiment.status in ("queued", "created"):
-            experiment.status = "training"
+        runs.start(session, run, total_timesteps=total, resumed_from=resumed_from)
+        experiments.start_training(session, experiment)
         tasks.mark_running(session, task)
-        outbox.record(session, TrainingStarted(experiment_id=experiment.id, task_id=task.id, run_id=run.id,
-                                               seed=run.seed, resumed_from=resumed_from))
         session.commit()
         env_name, hyperparams, seed = experiment.env_name, dict(experiment.hyperparams or {}), run.seed
         agent_name, exp_id = experiment.agent, experiment.id
@@ -235,9 +223,8 @@ def train(envelope: Envelope) -> None:
         return
     if stopper.cancelled:
         with storage.db.session() as session:
-            run = session.get(TrainingRun, event.run_id)
-            run.status, run.finished_at = "cancelled", utcnow()
-            run.timesteps, run.episodes = result.timesteps, result.episodes
+            session.get(Experiment, event.experiment_id, with_for_update=True)  # the lock first, as everywhere
+            runs.cancel(session, session.get(TrainingRun, event.run_id), trained=result)
             ledger.mark(session, envelope.id, CONSUMER)
             session.commit()
         return
@@ -254,14 +241,8 @@ def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception
     with current().storage.db.session() as session:
         # The experiment's lock first (storage/experiments.py): runs failing at once emit one ExperimentFailed.
         experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
-        run = session.get(TrainingRun, event.run_id)
-        run.status, run.finished_at = "failed", utcnow()
-        run.error = {k: v for k, v in error.items() if k != "traceback"}
-        if result is not None:
-            run.timesteps, run.episodes = int(result.timesteps), int(result.episodes)
+        runs.fail(session, session.get(TrainingRun, event.run_id), error, trained=result)
         tasks.fail(session, session.get(Task, event.task_id), error)
-        outbox.record(session, TrainingFailed(experiment_id=event.experiment_id, task_id=event.task_id,
-                                              run_id=event.run_id, error=run.error))
         experiments.fail(session, experiment, task_id=event.task_id, stage="training", error=error,
                          run_id=event.run_id)
         ledger.mark(session, envelope.id, CONSUMER)
@@ -283,11 +264,12 @@ def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_
         "experiment_id": event.experiment_id, "run_id": event.run_id, "seed": event.seed,
         "timesteps": result.timesteps,
     })
-    returns = [float(r) for r in result.episode_returns]
     with storage.db.session() as session:
+        # The experiment's lock first (storage/experiments.py): a cancel, a failure or a duplicate
+        # delivery that got here first has committed by now and is seen below.
+        experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         run = session.get(TrainingRun, event.run_id)
-        experiment = session.get(Experiment, event.experiment_id)
-        if run.status == "completed":  # a duplicate delivery raced us here; keep the first
+        if run.status in runs.FINISHED:  # a duplicate delivery completed it first, or a cancel came first
             store.delete(relative)
             ledger.mark(session, envelope.id, CONSUMER)
             session.commit()
@@ -299,13 +281,7 @@ def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_
             experiment_id=event.experiment_id, run_id=event.run_id,
         ))
         session.flush()
-        run.status, run.model_id, run.finished_at = "completed", model_id, utcnow()
-        run.timesteps, run.episodes = int(result.timesteps), int(result.episodes)
-        run.episode_returns = returns
-        run.episode_lengths = [int(n) for n in result.episode_lengths]
-        run.best_return = max(returns) if returns else None
-        run.wall_time_s = float(result.wall_time_s)
-        run.resumed_from = result.resumed_from if result.resumed_from is not None else run.resumed_from
+        runs.complete(session, run, model_id=model_id, result=result)  # records TrainingCompleted
         evaluation = Evaluation(id=str(uuid.uuid4()), model_id=model_id, env_name=env_name,
                                 episodes=experiment.eval_episodes, seed=experiment.eval_seed, mode="exact",
                                 task_id=event.task_id, experiment_id=experiment.id, run_id=run.id)
@@ -315,14 +291,14 @@ def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_
         if task.status not in tasks.TERMINAL:
             # The throttled reporter may have last written well before the end; record the final counts.
             tasks.set_progress(session, task, {**_aggregate_progress(session, task, *budget),
-                                               "latest_return": returns[-1] if returns else None})
-        outbox.record(session, TrainingCompleted(
-            experiment_id=experiment.id, task_id=event.task_id, run_id=run.id, model_id=model_id,
-            timesteps=run.timesteps, episodes=run.episodes, wall_time_s=run.wall_time_s))
+                                               "latest_return": run.episode_returns[-1] if run.episode_returns
+                                               else None})
         outbox.record(session, EvaluationRequested(
             evaluation_id=evaluation.id, task_id=event.task_id, model_id=model_id, env_name=env_name,
             episodes=evaluation.episodes, seed=evaluation.seed, mode="exact", experiment_id=experiment.id,
             run_id=run.id))
+        if runs.all_trained(session, event.task_id):  # the last seed to finish: only evaluations remain
+            experiments.start_evaluating(session, experiment)
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
     checkpoint.unlink(missing_ok=True)

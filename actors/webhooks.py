@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,13 +48,6 @@ LEASE_S = 180.0
 EARLY_TOLERANCE_S = 1.0
 RETRY_AFTER_CAP_S = 86_400.0
 JITTER = 0.1
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored here is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def send_delivery(delivery_id: int, token: int, delay_s: float = 0.0) -> None:
@@ -135,11 +128,11 @@ def _claim(session: Session, delivery_id: int, token: int, now: datetime):
     if delivery.attempts != token:
         return None
     if delivery.status == "sending":
-        if aware(delivery.lease_until) and aware(delivery.lease_until) > now:
+        if delivery.lease_until and delivery.lease_until > now:
             return None
     elif delivery.status != "pending":
         return None
-    due = aware(delivery.next_attempt_at)
+    due = delivery.next_attempt_at
     if due is not None and due > now + timedelta(seconds=EARLY_TOLERANCE_S):
         return ("early", (due - now).total_seconds())
     if subscription.status != "active" and not delivery.manual:
@@ -152,7 +145,7 @@ def _claim(session: Session, delivery_id: int, token: int, now: datetime):
         delivery.last_error = "the event no longer exists"
         return ("cancelled", None)
     secrets = [subscription.secret]
-    expires = aware(subscription.previous_secret_expires_at)
+    expires = subscription.previous_secret_expires_at
     if subscription.previous_secret and expires is not None and expires > now:
         secrets.append(subscription.previous_secret)
     delivery.status, delivery.lease_until = "sending", now + timedelta(seconds=LEASE_S)
@@ -366,7 +359,7 @@ def recover(storage: Storage, actors: dict, *, now: datetime | None = None) -> i
         for row in rows:
             if row.status == "sending":
                 _interrupted(session, row, now, schedule)
-        pending = [(row.id, row.attempts, aware(row.next_attempt_at)) for row in rows if row.status == "pending"]
+        pending = [(row.id, row.attempts, row.next_attempt_at) for row in rows if row.status == "pending"]
         session.commit()
     sent = 0
     for delivery_id, token, due in pending:

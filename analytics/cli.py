@@ -133,6 +133,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_engine() -> None:
+    """DuckDB's memory limit and threads from ``RESIMHUB_ANALYTICS_*``, as in the gateway."""
+    from analytics import engine
+
+    settings = _settings()
+    engine.configure(memory_mb=settings.analytics_memory_mb, threads=settings.analytics_threads)
+
+
 def _run(func):
     """Expected failures (bad settings, too little data) end with one line on stderr."""
 
@@ -143,6 +151,7 @@ def _run(func):
         from storage.settings import SettingsError
 
         try:
+            _configure_engine()
             return func(args)
         except SettingsError as exc:
             return _fail(f"invalid setting: {exc}", EXIT_USAGE)

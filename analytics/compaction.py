@@ -3,9 +3,11 @@ batch missing or twice.
 
 Per partition: read the candidates (through open file descriptors, so each is read as one version
 of the file), keep the newest copy of every batch, sort, write the merged file under a hidden
-name, then, inside one visible change (see :mod:`analytics.layout`), rename it into place and
-remove the candidates that are still the files that were read. A candidate rewritten meanwhile
-stays: its ``batch_version`` is newer than the merged copy's, so readers take it.
+name, then, inside one change (:func:`analytics.layout.change`: no read lists or scans the
+partition meanwhile), rename it into place and remove the candidates that are still the files
+that were read. A read therefore sees the inputs or the merged file, never both or neither. A
+candidate rewritten meanwhile stays: its ``batch_version`` is newer than the merged copy's, so
+readers take it.
 
 One compaction (or rebuild) per dataset runs at a time, under ``_compact.lock``.
 """
@@ -153,7 +155,7 @@ def compact_partition(ds: Dataset, root: Path, directory: Path, env_name: str, d
     kept = 0
     try:
         write_file(tmp, merged, ds, versions)
-        with layout.visible_change(root):
+        with layout.change(root):
             os.replace(tmp, output)
             for path, identity in identities.items():
                 try:
@@ -212,7 +214,7 @@ def retire_unlisted(root: Path, keep: set[Path], written_after_ns: int) -> int:
         except FileNotFoundError:
             continue
     if stale:
-        with layout.visible_change(root):
+        with layout.change(root):
             for path in stale:
                 path.unlink(missing_ok=True)
     return len(stale)

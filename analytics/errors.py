@@ -13,3 +13,13 @@ class NotEnoughData(AnalyticsError):
 
 class CompactionBusy(AnalyticsError):
     """Another compaction or rebuild holds the dataset."""
+
+
+class SnapshotUnreadable(AnalyticsError):
+    """The snapshot folder (or a file in it) is not what ReSimHub writes: another layout, another
+    schema, or not Parquet. Answering from it would silently leave rows out."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analytics import plots, readers, reports
 
 FORMATS = ("md", "csv", "json", "parquet")
-TABLES = ("leaderboard_agents", "leaderboard_models", "agent_comparison", "experiments")
 
 
 def _flat(entries: list[dict]) -> pd.DataFrame:
@@ -47,7 +45,7 @@ def _curve_series(snapshots_dir: Path, env: str, agent: str, states: pd.DataFram
     tasks = [str(t) for t in mine["task_id"]]
     episodes = readers.read(snapshots_dir, "episodes", envs=[env],
                             columns=["experiment_id", "task_id", "seed", "episode", "step", "return"],
-                            filter=(pc.field("phase") == "train") & pc.field("task_id").isin(pa.array(tasks)))
+                            where="phase = 'train' AND list_contains($tasks, task_id)", params={"tasks": tasks})
     out = []
     for row in mine.sort_values("experiment_id").itertuples():
         group = episodes[episodes["task_id"] == row.task_id]

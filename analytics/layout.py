@@ -2,15 +2,19 @@
 
 ``<snapshots>/<dataset>/env_name=<env>/date=<YYYY-MM-DD>/<file>.parquet`` where a file is either one
 batch (``<batch_id>.parquet``, written by the pipeline or a rebuild) or a compacted file
-(``part-<generation>-<id>.parquet``) holding many batches, listed with their versions in its footer.
-Names starting with ``.`` or ``_`` are never data: temporary files, locks and the generation counter.
+(``part-<time>-<id>.parquet``) holding many batches, listed with their versions in its footer.
+Names starting with ``.`` or ``_`` are never data: temporary files and locks (readers list only
+:func:`is_data_name` names, and hand DuckDB that list, never a glob that could match ``.tmp-*``).
 
-Making a file appear is atomic (write a hidden temporary file, then rename). Changes that make files
-*disappear* or *change* (compaction, pruning, replacing a batch) are bracketed by the dataset's
-generation counter, a seqlock: odd while the change is under way, +2 when it is done. A reader that
-saw the same even generation before and after its read knows no such change overlapped it; otherwise
-it reads again. An exclusive ``flock`` on ``_write.lock`` serialises those changes against each
-other and against the renames of writers (who hold it shared).
+Making a file appear is atomic (write a hidden temporary file, then rename) and needs no lock: a
+reader either lists the new name or not, and either way reads whole files. Changes that make files
+*disappear* or *change* (compaction swapping many files for one, pruning, replacing a batch's file)
+run under :func:`change`; every read lists and scans its files under :func:`reading`. That is the
+whole protocol between readers and changers: a shared ``flock`` per read, an exclusive one per
+change, so a read never sees a compaction half done (the merged file and its inputs: rows twice; or
+a listing that missed both: rows lost) and never has a listed file vanish under it. A change waits
+for the reads in flight (at most one leaderboard's time); the turnstile lock keeps a stream of
+overlapping reads from starving it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from analytics.errors import SnapshotUnreadable
+
 log = logging.getLogger(__name__)
 
-GENERATION_FILE = "_generation"
 WRITE_LOCK = "_write.lock"
+TURNSTILE_LOCK = "_turnstile.lock"
 COMPACT_LOCK = "_compact.lock"
 COMPACTED_PREFIX = "part-"
 SUFFIX = ".parquet"
@@ -80,7 +86,8 @@ def is_data_name(name: str) -> bool:
     return name.endswith(SUFFIX) and not name.startswith((".", "_"))
 
 
-def _subdirs(directory: Path, key: str) -> Iterator[tuple[str, Path]]:
+def _subdirs(directory: Path, key: str, strays: list[str]) -> Iterator[tuple[str, Path]]:
+    """``key=value`` subdirectories; anything else that is not hidden goes to ``strays``."""
     prefix = key + "="
     try:
         entries = list(os.scandir(directory))
@@ -89,21 +96,38 @@ def _subdirs(directory: Path, key: str) -> Iterator[tuple[str, Path]]:
     for entry in entries:
         if entry.name.startswith(prefix) and entry.is_dir():
             yield entry.name[len(prefix):], Path(entry.path)
+        elif not entry.name.startswith((".", "_")):
+            strays.append(entry.path)
 
 
 def partitions(root: Path, *, envs: set[str] | None = None, since: date | None = None
                ) -> Iterator[tuple[str, str, Path]]:
     """``(env_name, date, directory)`` of every partition, pruned by env and by date before any
-    file is opened."""
+    file is opened.
+
+    A folder laid out otherwise (``env_name=`` without ``date=``, files beside the partitions) is
+    refused with :class:`SnapshotUnreadable` rather than read as empty: its rows would silently be
+    missing from every answer.
+    """
     floor = since.isoformat() if since else None
-    for raw_env, env_dir in sorted(_subdirs(root, "env_name")):
+    strays: list[str] = []
+    found = []
+    for raw_env, env_dir in sorted(_subdirs(root, "env_name", strays)):
         env = decode_env(raw_env)
+        days = sorted(_subdirs(env_dir, "date", strays))
         if envs is not None and env not in envs:
             continue
-        for day_, day_dir in sorted(_subdirs(env_dir, "date")):
+        for day_, day_dir in days:
             if floor is not None and day_ < floor:
                 continue
-            yield env, day_, day_dir
+            found.append((env, day_, day_dir))
+    if strays:
+        shown = ", ".join(str(Path(s).relative_to(root)) for s in sorted(strays)[:3])
+        raise SnapshotUnreadable(
+            f"{root} is not a ReSimHub snapshot dataset: expected env_name=<env>/date=<YYYY-MM-DD>/<file>.parquet, "
+            f"found {shown}" + (f" and {len(strays) - 3} more" if len(strays) > 3 else ""),
+            path=str(root))
+    yield from found
 
 
 def list_files(root: Path, *, envs: set[str] | None = None, since: date | None = None) -> list[DataFile]:
@@ -135,27 +159,10 @@ def temp_path(directory: Path, suffix: str = SUFFIX) -> Path:
     return Path(name)
 
 
-# -- generation (seqlock) and locks -------------------------------------------------------------------
+# -- locks ----------------------------------------------------------------------------------------
 
 class LockBusy(Exception):
     """A non-blocking lock is held by someone else."""
-
-
-def read_generation(root: Path) -> int:
-    try:
-        return int((root / GENERATION_FILE).read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-def _write_generation(root: Path, value: int) -> None:
-    tmp = temp_path(root, suffix=".gen")
-    try:
-        tmp.write_text(str(value))
-        os.replace(tmp, root / GENERATION_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -196,25 +203,21 @@ def flock(path: Path, *, exclusive: bool, blocking: bool = True) -> Iterator[boo
 
 
 @contextlib.contextmanager
-def visible_change(root: Path) -> Iterator[None]:
-    """Bracket a change that removes or replaces data files: exclusive write lock, odd generation
-    while it runs, the next even generation after it (also after a failure, so readers never wait
-    on a change that will not finish)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with flock(root / WRITE_LOCK, exclusive=True):
-        current = read_generation(root)
-        start = current + 1 if current % 2 == 0 else current  # an odd value left by a crash is repaired
-        _write_generation(root, start)
-        try:
-            yield
-        finally:
-            _write_generation(root, start + 1)
-            fsync_dir(root)
+def reading(root: Path) -> Iterator[None]:
+    """Held by a read while it lists and scans the dataset's files: shared, so reads never wait for
+    each other. A read passes the turnstile first (held only for that instant), so once a change
+    waits at the turnstile, new reads queue behind it and the reads in flight drain."""
+    with flock(root / TURNSTILE_LOCK, exclusive=False):
+        pass
+    with flock(root / WRITE_LOCK, exclusive=False):
+        yield
 
 
 @contextlib.contextmanager
-def shared_write(root: Path) -> Iterator[None]:
-    """What a writer holds while renaming a new file into place: never blocks other writers, only
-    waits for a visible change in progress."""
-    with flock(root / WRITE_LOCK, exclusive=False):
+def change(root: Path) -> Iterator[None]:
+    """Held while files of the dataset are removed or replaced (a compaction's swap, pruning, a
+    batch written again): no read is listing or scanning meanwhile. Changes also exclude each other."""
+    root.mkdir(parents=True, exist_ok=True)
+    with flock(root / TURNSTILE_LOCK, exclusive=True), flock(root / WRITE_LOCK, exclusive=True):
         yield
+        fsync_dir(root)

@@ -1,60 +1,58 @@
-"""Consistent reads of a snapshot dataset: only the partitions and columns asked for, each batch once.
+"""Consistent reads of a snapshot dataset with DuckDB: only the partitions and columns asked for,
+each batch once.
 
-A read lists the files of the wanted partitions, decides from file names and footers which copy of
-each batch is current (the highest ``batch_version``; see :mod:`analytics.schemas`), and scans
-those with pyarrow. It checks the dataset's generation before and after (see
-:mod:`analytics.layout`) and reads again if a compaction or rewrite overlapped; after a few
-optimistic tries it holds the shared write lock for one last read, so a reader cannot be starved.
+A read, under the dataset's read lock (:func:`analytics.layout.reading`, so no compaction or
+rewrite swaps files under it):
+
+1. lists the data files of the wanted partitions (env and date pruned by directory name; hidden
+   temporary files are never data names), refusing a folder laid out otherwise;
+2. decides which copy of each batch is current (the highest ``batch_version``; see
+   :mod:`analytics.schemas`) from file names and the footers of compacted files, cached by file
+   identity — a handful of footers, not the rows;
+3. hands DuckDB exactly that file list as the relation ``rows``, with the stale batches of a
+   compacted file filtered out inside the scan, and runs the caller's SQL on it.
+
+The file list is the one the plan was made from: a glob evaluated later could take in a batch's
+newer copy written meanwhile and count it twice. Files written before this project's current schema
+(columns added since) are read with ``union_by_name``, missing columns as null. What DuckDB cannot
+read as this dataset (not Parquet, other columns) is :class:`SnapshotUnreadable`, never an empty
+answer.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from analytics import filecache, layout
-from analytics.schemas import PARTITION_SCHEMA, Dataset, dataset
+from analytics import engine, layout
+from analytics.errors import SnapshotUnreadable
+from analytics.schemas import TIMESTAMP, Dataset, dataset
 from analytics.snapshots import FOOTER_BATCHES
-
-log = logging.getLogger(__name__)
-
-OPTIMISTIC_TRIES = 5
-_PARTITIONING = pads.partitioning(PARTITION_SCHEMA, flavor="hive")
 
 #: Footers of files already read, keyed by identity (path, inode, size, mtime): a compacted file is
 #: immutable under its name, so its batch list can be reused by every later read.
 _footer_cache: OrderedDict[tuple, dict[str, int]] = OrderedDict()
 _footer_lock = threading.Lock()
 _FOOTER_CACHE_SIZE = 4096
-
-
-class ChangedDuringRead(Exception):
-    """The file set changed under a read; the read is repeated."""
-
-
-def _identity(path: Path) -> tuple:
-    st = path.stat()
-    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+_HIVE = "hive_partitioning = true, hive_types = {'env_name': 'VARCHAR', 'date': 'VARCHAR'}, filename = '_file'"
 
 
 def file_batches(path: Path) -> dict[str, int]:
     """``{batch_id: batch_version}`` of a file. Files without the footer key (schema version 1) hold
     one batch named after the file, versioned by modification time."""
-    key = _identity_or_changed(path)
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
     with _footer_lock:
         hit = _footer_cache.get(key)
         if hit is not None:
@@ -62,8 +60,8 @@ def file_batches(path: Path) -> dict[str, int]:
             return hit
     try:
         meta = pq.read_metadata(path).metadata or {}
-    except FileNotFoundError as exc:
-        raise ChangedDuringRead(str(path)) from exc
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SnapshotUnreadable(f"{path} is not a readable Parquet file: {exc}", path=str(path)) from None
     raw = meta.get(FOOTER_BATCHES)
     batches = {str(k): int(v) for k, v in json.loads(raw).items()} if raw else \
         {path.name[: -len(layout.SUFFIX)]: key[3]}
@@ -106,7 +104,7 @@ def plan(files: Sequence[layout.DataFile]) -> Plan:
         for f, version in copies:
             if version is None:
                 version = file_batches(f.path).get(batch, 0)
-            # A tie is the same data twice (mid-compaction): keep the compacted copy, which stays.
+            # A tie is the same data twice (a compaction's inputs restored by hand): keep the compacted copy.
             ranked.append((version, f.compacted, str(f.path), f))
         ranked.sort(key=lambda r: r[:3])
         for _, _, _, f in ranked[:-1]:
@@ -122,178 +120,134 @@ def plan(files: Sequence[layout.DataFile]) -> Plan:
     return out
 
 
-def _scan(ds: Dataset, paths: list[Path], root: Path, columns: list[str], flt: pc.Expression | None,
-          dictionary: Sequence[str]) -> pa.Table:
-    fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=list(dictionary)))
-    schema = ds.full_schema
-    if dictionary:
-        schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
-                            for f in schema])
-    data = pads.dataset([str(p) for p in paths], schema=schema, format=fmt, partitioning=_PARTITIONING,
-                        partition_base_dir=str(root))
-    return data.to_table(columns=columns, filter=flt, use_threads=True)
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
-def _empty(ds: Dataset, columns: list[str], dictionary: Sequence[str]) -> pa.Table:
-    fields = []
-    for name in columns:
-        f = ds.full_schema.field(name)
-        fields.append(pa.field(name, pa.dictionary(pa.int32(), f.type)) if name in dictionary else f)
-    return pa.schema(fields).empty_table()
+def _source(ds: Dataset, chosen: Plan, *, union: bool) -> tuple[str, dict[str, Any]]:
+    """The SQL of the relation ``rows`` over the chosen files, and its parameters."""
+    params: dict[str, Any] = {"_files": [str(p) for p in chosen.paths]}
+    names = [_quote(n) for n in ds.full_schema.names]
+    if union:  # files older than a column: it reads as null; version-1 files name their batch
+        names[ds.full_schema.names.index("batch_id")] = \
+            "coalesce(batch_id, regexp_extract(_file, '([^/]*)\\.parquet$', 1)) AS batch_id"
+    where = []
+    if chosen.partial:
+        params["_stale"] = [f"{f.path}\n{b}" for f, stale in chosen.partial for b in stale]
+        where.append("NOT list_contains($_stale, _file || chr(10) || batch_id)")
+    sql = (f"SELECT {', '.join(names)} FROM read_parquet($_files, {_HIVE}{', union_by_name = true' if union else ''})"
+           + (f" WHERE {' AND '.join(where)}" if where else ""))
+    return sql, params
 
 
-def read_table(snapshots_dir: Path | str, name: str, *, columns: Sequence[str] | None = None,
-               envs: Sequence[str] | str | None = None, since: datetime | date | None = None,
-               filter: pc.Expression | None = None, dictionary: Sequence[str] = ()) -> pa.Table:
-    """Rows of dataset ``name`` as a pyarrow table.
+def _empty_source(ds: Dataset) -> str:
+    casts = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_quote(f.name)}" for f in ds.full_schema)
+    return f"SELECT {casts} WHERE false"
 
-    ``envs`` and ``since`` prune partitions before any file is opened (``since`` also filters rows on
-    the dataset's time column); ``filter`` is pushed into the scan; ``dictionary`` columns come back
-    dictionary-encoded (cheap group keys).
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_string(t):
+        return "VARCHAR"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ"
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    raise TypeError(t)  # pragma: no cover - schemas.py holds only the types above
+
+
+def query(snapshots_dir: Path | str, name: str, sql: str, *, params: Mapping[str, Any] | None = None,
+          envs: Sequence[str] | str | None = None, since: datetime | date | None = None) -> pa.Table:
+    """Run ``sql`` on the relation ``rows``: the current rows of dataset ``name``.
+
+    ``envs`` and ``since`` prune partitions before any file is opened; ``since`` (a time) also
+    filters ``rows`` on the dataset's time column. ``params`` are DuckDB's named parameters
+    (``$name``; names starting with ``_`` are the reader's own).
     """
     ds = dataset(name)
     root = Path(snapshots_dir) / ds.name
-    columns = list(columns) if columns is not None else ds.full_schema.names
     if isinstance(envs, str):
         envs = [envs]
     env_set = set(envs) if envs is not None else None
     since_day = since.date() if isinstance(since, datetime) else since
-    flt = filter
+    given = dict(params or {})
+    time_filter = ""
     if isinstance(since, datetime):
         moment = pd.Timestamp(since)
-        moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-        cond = pc.field(ds.time_column) >= pa.scalar(moment.to_pydatetime(), type=ds.schema.field(
-            ds.time_column).type)
-        flt = cond if flt is None else flt & cond
+        given["_since"] = (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+                           ).to_pydatetime()
+        time_filter = f" WHERE {_quote(ds.time_column)} >= $_since"
+    empty = _with_rows(f"SELECT * FROM ({_empty_source(ds)}){time_filter}", sql)
     if not root.is_dir():
-        return _empty(ds, columns, dictionary)
-    for attempt in range(OPTIMISTIC_TRIES + 1):
-        last = attempt == OPTIMISTIC_TRIES
-        if last:
-            with layout.shared_write(root):
-                return _read_once(ds, root, columns, env_set, since_day, flt, dictionary, check=False)
-        before = layout.read_generation(root)
-        if before % 2:
-            time.sleep(0.005 * (attempt + 1))
-            continue
-        try:
-            table = _read_once(ds, root, columns, env_set, since_day, flt, dictionary, check=True)
-        except ChangedDuringRead:
-            continue
-        if layout.read_generation(root) == before:
-            return table
+        return _run(root, empty, given)
+    with layout.reading(root):
+        chosen = plan(layout.list_files(root, envs=env_set, since=since_day))
+        if not chosen.paths:
+            return _run(root, empty, given)
+        for union in (False, True):
+            source, own = _source(ds, chosen, union=union)
+            full = _with_rows(f"SELECT * FROM ({source}){time_filter}", sql)
+            try:
+                return _run(root, full, {**given, **own}, retry_union=not union)
+            except _SchemasDiffer:
+                continue
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_once(ds: Dataset, root: Path, columns: list[str], envs: set[str] | None, since: date | None,
-               flt: pc.Expression | None, dictionary: Sequence[str], *, check: bool) -> pa.Table:
+def _with_rows(rows: str, sql: str) -> str:
+    """``sql`` with ``rows`` defined before its own common table expressions, if it has any."""
+    head = sql.lstrip()
+    if head[:5].upper() == "WITH ":
+        return f"WITH rows AS NOT MATERIALIZED ({rows}), {head[5:]}"
+    return f"WITH rows AS NOT MATERIALIZED ({rows}) {sql}"
+
+
+class _SchemasDiffer(Exception):
+    pass
+
+
+def _run(root: Path, sql: str, params: dict[str, Any], *, retry_union: bool = False) -> pa.Table:
+    cur = engine.cursor()
     try:
-        listed = layout.list_files(root, envs=envs, since=since)
-        chosen = plan(listed)
-        if not chosen.files and not chosen.partial:
-            return _empty(ds, columns, dictionary)
-        cache = filecache.for_dataset(root)
-        tables = []
-        if cache is not None:
-            tables, chosen = _from_cache(cache, ds, root, listed, chosen, columns, flt, dictionary)
-        if chosen.files:
-            tables.append(_scan(ds, [f.path for f in chosen.files], root, columns, flt, dictionary))
-        for f, stale in chosen.partial:
-            tables.append(_scan(ds, [f.path], root, columns, _without(stale, flt), dictionary))
-    except (FileNotFoundError, ChangedDuringRead) as exc:
-        if not check:
-            raise
-        log.debug("snapshot files changed during a read of %s: %s", ds.name, exc)
-        raise ChangedDuringRead(str(exc)) from exc
-    except OSError as exc:
-        # pyarrow reports a vanished file as a plain OSError naming it
-        if check and "No such file" in str(exc):
-            raise ChangedDuringRead(str(exc)) from exc
-        raise
-    if not tables:
-        return _empty(ds, columns, dictionary)
-    if len(tables) == 1:
-        return tables[0]
-    if dictionary:
-        return pa.concat_tables(tables).unify_dictionaries()
-    return pa.concat_tables(tables)
+        table = cur.sql(sql, params=params).to_arrow_table() if params else cur.sql(sql).to_arrow_table()
+    except (duckdb.BinderException, duckdb.InvalidInputException, duckdb.IOException,
+            duckdb.ConversionException) as exc:
+        if retry_union and ("union_by_name" in str(exc) or isinstance(exc, duckdb.BinderException)):
+            raise _SchemasDiffer from None
+        raise SnapshotUnreadable(f"the snapshot files under {root} are not ReSimHub's {root.name} dataset: "
+                                 f"{str(exc).splitlines()[0]}", path=str(root)) from None
+    finally:
+        cur.close()
+    return _utc(table)
 
 
-def _without(stale: list[str], flt: pc.Expression | None) -> pc.Expression:
-    keep = ~pc.field("batch_id").isin(pa.array(stale, pa.string()))
-    return keep if flt is None else flt & keep
-
-
-def _from_cache(cache: filecache.PartitionTables, ds: Dataset, root: Path, listed: Sequence[layout.DataFile],
-                chosen: Plan, columns: list[str], flt: pc.Expression | None, dictionary: Sequence[str]
-                ) -> tuple[list[pa.Table], Plan]:
-    """Answer from the cache's partitions (bringing them up to date first); what it cannot hold is
-    left to scan."""
-    whole = {f.path for f in chosen.files}
-    partial = {f.path: stale for f, stale in chosen.partial}
-    by_dir: dict[Path, list[layout.DataFile]] = {}
-    for f in listed:
-        by_dir.setdefault(f.path.parent, []).append(f)
-    pieces, rest = [], Plan()
-    for directory, files in by_dir.items():
-        entries = []
-        for f in files:
-            entries.append(filecache.Listed(f.path.name, _identity_or_changed(f.path)))
-
-        def decode(name: str, identity: tuple, directory: Path = directory) -> pa.Table:
-            path = directory / name
-            table = _scan(ds, [path], root, ds.full_schema.names, None, ())
-            if _identity_or_changed(path) != identity:
-                raise ChangedDuringRead(str(path))
-            return _strings_as_dictionaries(table)
-
-        rows = cache.rows(directory, entries, decode)
-        if rows is None:
-            rest.files += [f for f in files if f.path in whole]
-            rest.partial += [(f, partial[f.path]) for f in files if f.path in partial]
-            continue
-        if all(f.path in whole for f in files):
-            pieces.append(rows.table)
-            continue
-        keep = np.zeros(rows.table.num_rows, dtype=bool)
-        for f in files:
-            start, n = rows.ranges[f.path.name]
-            if f.path in whole:
-                keep[start:start + n] = True
-            elif f.path in partial:
-                stale = pc.is_in(rows.table.column("batch_id").slice(start, n), pa.array(partial[f.path], pa.string()))
-                keep[start:start + n] = ~stale.to_numpy(zero_copy_only=False)
-        pieces.append(rows.table.filter(pa.array(keep)))
-    if not pieces:
-        return [], rest
-    # A scan of the in-memory table reads only the columns asked for (and those the filter needs).
-    table = pads.InMemoryDataset(pa.concat_tables(pieces)).to_table(columns=columns, filter=flt)
+def _utc(table: pa.Table) -> pa.Table:
+    """DuckDB names UTC ``Etc/UTC``; the schemas say ``UTC``."""
     for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type) and f.name not in dictionary:
-            table = table.set_column(i, f.name, table.column(i).cast(f.type.value_type))
-        elif f.name in dictionary and not pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, table.column(i).cast(pa.dictionary(pa.int32(), f.type)))
-    return [table], rest
-
-
-def _strings_as_dictionaries(table: pa.Table) -> pa.Table:
-    """Kept string columns repeat a few values per batch (ids, agent, phase, env): as dictionaries
-    they take a fraction of the memory."""
-    for i, f in enumerate(table.schema):
-        if pa.types.is_string(f.type):
-            table = table.set_column(i, f.name, pc.dictionary_encode(table.column(i)))
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, table.column(i).cast(TIMESTAMP if f.type.unit == "us" else
+                                                                      pa.timestamp(f.type.unit, tz="UTC")))
     return table
 
 
-def _identity_or_changed(path: Path) -> tuple:
-    try:
-        return _identity(path)
-    except FileNotFoundError as exc:
-        raise ChangedDuringRead(str(path)) from exc
+def read_table(snapshots_dir: Path | str, name: str, *, columns: Sequence[str] | None = None,
+               envs: Sequence[str] | str | None = None, since: datetime | date | None = None,
+               where: str | None = None, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Rows of dataset ``name`` as a pyarrow table: ``columns`` (all by default) of the rows
+    matching the SQL condition ``where``."""
+    ds = dataset(name)
+    columns = list(columns) if columns is not None else ds.full_schema.names
+    sql = f"SELECT {', '.join(_quote(c) for c in columns)} FROM rows" + (f" WHERE {where}" if where else "")
+    return query(snapshots_dir, name, sql, params=params, envs=envs, since=since)
 
 
 def read(snapshots_dir: Path | str, name: str, **kwargs) -> pd.DataFrame:
-    """:func:`read_table` as a pandas DataFrame (timestamps as UTC, dictionary columns as categoricals)."""
+    """:func:`read_table` as a pandas DataFrame (timestamps as UTC)."""
     return read_table(snapshots_dir, name, **kwargs).to_pandas()
 
 
@@ -312,14 +266,14 @@ def dataset_summary(snapshots_dir: Path | str) -> list[dict]:
     for ds in DATASETS.values():
         root = Path(snapshots_dir) / ds.name
         files = layout.list_files(root) if root.is_dir() else []
-        batches = read_table(snapshots_dir, ds.name, columns=["batch_id"], dictionary=["batch_id"]).column(0)
+        counts = query(snapshots_dir, ds.name, "SELECT count(*) AS n, count(DISTINCT batch_id) AS b FROM rows")
         envs = sorted({f.env_name for f in files})
         out.append({
             "name": ds.name, "schema_version": ds.version, "description": ds.description,
             "files": len(files), "compacted_files": sum(f.compacted for f in files),
-            "rows": len(batches), "batches": len(pc.unique(batches.cast(pa.string()))),
+            "rows": int(counts.column("n")[0].as_py()), "batches": int(counts.column("b")[0].as_py()),
             "bytes": sum(_size(f.path) for f in files), "env_names": envs,
-            "partitions": len({(f.env_name, f.date) for f in files}), "generation": layout.read_generation(root),
+            "partitions": len({(f.env_name, f.date) for f in files}),
             "columns": [{"name": f.name, "type": str(f.type), "doc": ds.column_docs().get(f.name, "")}
                         for f in ds.full_schema],
         })

@@ -2,26 +2,23 @@
 
 Every function takes the snapshot directory and answers JSON-safe values (built-in numbers, ``None``
 for undefined statistics, RFC 3339 UTC times), reading only the datasets, partitions and columns
-it needs.
+it needs. The scans, filters and the grouping of the big table (episodes) run in DuckDB
+(:mod:`analytics.readers`); the statistics are :mod:`actors.rl.stats`' on what the scans return.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from actors.rl import stats
-from analytics import readers
+from analytics import layout, readers
 from analytics.errors import NotEnoughData
 
 #: Gymnasium's convention for "solved": the mean over 100 consecutive episodes reaches the threshold.
@@ -86,14 +83,15 @@ _STATE_COLUMNS = ["experiment_id", "name", "agent", "status", "task_id", "seeds"
 def experiment_states(snapshots_dir: Path | str, *, env: str | Sequence[str] | None = None, agent: str | None = None,
                       since: datetime | None = None, experiment_id: int | None = None) -> pd.DataFrame:
     """The latest state of every experiment (one row each), newest first."""
-    flt = None
+    where, params = [], {}
     if experiment_id is not None:
-        flt = pc.field("experiment_id") == experiment_id
+        where.append("experiment_id = $experiment_id")
+        params["experiment_id"] = experiment_id
     if agent is not None:
-        cond = pc.field("agent") == agent
-        flt = cond if flt is None else flt & cond
+        where.append("agent = $agent")
+        params["agent"] = agent
     rows = readers.read(snapshots_dir, "experiments", columns=_STATE_COLUMNS, envs=_envs(env), since=since,
-                        filter=flt)
+                        where=" AND ".join(where) or None, params=params)
     if rows.empty:
         return rows
     rows["_order"] = rows["status"].map(_STATE_ORDER).fillna(5)
@@ -172,7 +170,7 @@ def convergence(episodes: pd.DataFrame, threshold: float | None, window: int = C
 def experiment(snapshots_dir: Path | str, experiment_id: int, *, bins: int = CURVE_BINS,
                window: int = CONVERGENCE_WINDOW) -> dict | None:
     """One experiment, from its latest training task's episodes; None if the snapshots do not know it."""
-    history = readers.read(snapshots_dir, "experiments", filter=pc.field("experiment_id") == experiment_id)
+    history = readers.read(snapshots_dir, "experiments", where="experiment_id = $id", params={"id": experiment_id})
     if history.empty:
         return None
     history["_order"] = history["status"].map(_STATE_ORDER).fillna(5)
@@ -191,9 +189,10 @@ def experiment(snapshots_dir: Path | str, experiment_id: int, *, bins: int = CUR
                              for r in history.itertuples()]})
     if task_id is None:
         return body
-    scope = (pc.field("experiment_id") == experiment_id) & (pc.field("task_id") == task_id)
+    scope = "experiment_id = $id AND task_id = $task"
+    ids = {"id": experiment_id, "task": task_id}
     episodes = readers.read(snapshots_dir, "episodes", envs=[env], columns=["seed", "episode", "step", "return"],
-                            filter=scope & (pc.field("phase") == "train"))
+                            where=f"{scope} AND phase = 'train'", params=ids)
     if not episodes.empty:
         finals = episodes.sort_values("episode").groupby("seed")["return"].apply(
             lambda r: r.iloc[-max(1, min(window, len(r))):].mean())
@@ -201,7 +200,7 @@ def experiment(snapshots_dir: Path | str, experiment_id: int, *, bins: int = CUR
                      "final_training_return": num(finals.mean()),
                      "learning_curve": learning_curve(episodes, bins)})
         body.update(convergence(episodes, num(latest["reward_threshold"]), window))
-    evaluations = readers.read(snapshots_dir, "evaluations", envs=[env], filter=scope,
+    evaluations = readers.read(snapshots_dir, "evaluations", envs=[env], where=scope, params=ids,
                                columns=["evaluation_id", "run_id", "run_seed", "model_id", "episodes", "seed", "mean",
                                         "std", "median", "iqm", "ci_low", "ci_high", "evaluated_at"])
     body["evaluations"] = [{
@@ -240,12 +239,7 @@ def latest_training_mask(frame: pd.DataFrame) -> np.ndarray:
 
 def superseded_models(snapshots_dir: Path | str, env: str) -> set[str]:
     """The models of the trainings of ``env``'s experiments that a later training superseded."""
-    frame = readers.read(snapshots_dir, "evaluations", envs=[env], filter=pc.field("source") == "experiment",
-                         columns=["experiment_id", "task_id", "model_id", "evaluated_at"])
-    if frame.empty:
-        return set()
-    keep = latest_training_mask(frame)
-    return {str(m) for m in frame.loc[~keep, "model_id"].dropna()}
+    return _superseded(snapshots_dir, [env])
 
 
 def _rank(entries: list[dict]) -> list[dict]:
@@ -273,10 +267,10 @@ def _entry(summary: dict[str, np.ndarray], g: int) -> dict:
 def agent_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None = None,
                       since: datetime | None = None, ci_resamples: int = CI_RESAMPLES, seed: int = 0) -> list[dict]:
     """Agents on one env, over training runs: IQM across runs with a bootstrap CI across runs."""
-    flt = pc.field("source") == "experiment"
+    where, params = "source = 'experiment'", {}
     if agent is not None:
-        flt = flt & (pc.field("agent") == agent)
-    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since, filter=flt,
+        where, params = where + " AND agent = $agent", {"agent": agent}
+    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since, where=where, params=params,
                         columns=["agent", "experiment_id", "task_id", "run_id", "mean", "episodes", "evaluated_at"])
     runs = runs.dropna(subset=["agent", "mean"])
     if runs.empty:
@@ -305,67 +299,80 @@ def _current(snapshots_dir: Path | str, env: str, runs: pd.DataFrame, since: dat
     training is judged over all its rows, not only over those read."""
     if since is None:
         return latest_training_mask(runs)
-    every = readers.read(snapshots_dir, "evaluations", envs=[env], filter=pc.field("source") == "experiment",
+    every = readers.read(snapshots_dir, "evaluations", envs=[env], where="source = 'experiment'",
                          columns=["experiment_id", "task_id", "run_id", "evaluated_at"])
     stale = set(every.loc[~latest_training_mask(every), "run_id"].dropna())
     return ~runs["run_id"].isin(stale).to_numpy()
 
 
-def _without_superseded(flt: pc.Expression, superseded: set[str]) -> pc.Expression:
+def _superseded_sql(superseded: set[str], params: dict) -> str:
+    """The SQL condition that leaves out a superseded training's evaluation episodes."""
     if not superseded:
-        return flt
-    stale = (pc.field("source") == "experiment") & pc.field("model_id").isin(pa.array(sorted(superseded), pa.string()))
-    return flt & ~stale
+        return "true"
+    params["superseded"] = sorted(superseded)
+    return "NOT (source = 'experiment' AND list_contains($superseded, model_id))"
+
+
+_SUMMARY_COLUMNS = ["env_name", "model_id", "count", "mean", "std", "median", "iqm", "min", "max"]
+#: Evaluation returns per (env, model), as one list each: DuckDB groups the rows inside the scan,
+#: so the returns arrive contiguous per group and no string column of millions of rows leaves it.
+_RETURNS_BY_MODEL = """
+SELECT env_name, model_id, list("return") AS returns FROM rows WHERE {where}
+GROUP BY env_name, model_id ORDER BY env_name, model_id
+"""
 
 
 def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | None = None,
                      agent: str | None = None, since: datetime | None = None,
                      include_superseded: bool = False) -> pd.DataFrame:
-    """Per (env, model): count, mean, std, median, IQM, min and max of evaluation episode returns.
+    """Per (env, model): count, mean, std, median, IQM, min and max of evaluation episode returns,
+    by env then model id.
 
     The episodes a superseded training (an experiment retrained since) evaluated are left out unless
     ``include_superseded``; a superseded model's benchmark runs still count.
 
-    The hot path of the leaderboard: one partition-pruned scan per env of two columns, the model id
-    dictionary-encoded so that its codes group the rows, and the order statistics computed per
-    group (:func:`actors.rl.stats.grouped_summary`). Envs are processed on as many threads as there
-    are CPUs: pyarrow and numpy's sorts release the GIL, so one env's scan overlaps another's sort.
+    The hot path of the leaderboard: one partition-pruned DuckDB scan of four columns, filtered and
+    grouped there, answering each group's returns as one list; the order statistics are computed
+    per group by :func:`actors.rl.stats.grouped_summary` on the flat values (DuckDB's exact IQM
+    needs a sort of every group inside SQL, which is slower: tests/benchmarks/bench_analytics.py).
     """
     envs = _envs(env)
-    if envs is None:
-        envs = sorted({e for e, _, _ in _partitions(snapshots_dir, "episodes")})
-    flt = pc.field("phase") == "eval"
+    params: dict = {}
+    where = "phase = 'eval' AND model_id IS NOT NULL"
     if agent is not None:
-        flt = flt & (pc.field("agent") == agent)
+        where += " AND agent = $agent"
+        params["agent"] = agent
+    if not include_superseded:
+        scope = envs if envs is not None else sorted({e for e, _, _ in _partitions(snapshots_dir, "evaluations")})
+        where += " AND " + _superseded_sql(_superseded(snapshots_dir, scope), params)
+    groups = readers.query(snapshots_dir, "episodes", _RETURNS_BY_MODEL.format(where=where), params=params,
+                           envs=envs, since=since)
+    if groups.num_rows == 0:
+        return pd.DataFrame(columns=_SUMMARY_COLUMNS)
+    returns = groups.column("returns").combine_chunks()
+    offsets = returns.offsets.to_numpy()
+    codes = np.repeat(np.arange(groups.num_rows, dtype=np.int32), np.diff(offsets))
+    values = returns.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]].copy()
+    for start, end in zip(offsets[:-1] - offsets[0], offsets[1:] - offsets[0], strict=True):
+        # DuckDB's threads fill a list in no fixed order; sorted, each sum is the same on every request.
+        values[start:end].sort()
+    summary = stats.grouped_summary(codes, values, groups.num_rows)
+    return pd.DataFrame({"env_name": groups.column("env_name").to_pandas(),
+                         "model_id": groups.column("model_id").to_pandas(), **summary})
 
-    def one(name: str) -> pd.DataFrame | None:
-        scan = flt if include_superseded else _without_superseded(flt, superseded_models(snapshots_dir, name))
-        table = readers.read_table(snapshots_dir, "episodes", envs=[name], since=since, filter=scan,
-                                   columns=["model_id", "return"], dictionary=["model_id"])
-        if table.num_rows == 0:
-            return None
-        model = table.column("model_id").combine_chunks()
-        codes = model.indices.to_numpy(zero_copy_only=False)
-        ids = model.dictionary.to_pylist()
-        summary = stats.grouped_summary(codes, table.column("return").to_numpy(), len(ids))
-        frame = pd.DataFrame({"env_name": name, "model_id": ids, **summary})
-        return frame[frame["count"] > 0]
 
-    workers = max(1, min(len(envs), os.cpu_count() or 1))
-    if workers == 1:
-        frames = [one(name) for name in envs]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="leaderboard") as pool:
-            frames = list(pool.map(one, envs))
-    frames = [f for f in frames if f is not None]
-    if not frames:
-        return pd.DataFrame(columns=["env_name", "model_id", "count", "mean", "std", "median", "iqm", "min", "max"])
-    return pd.concat(frames, ignore_index=True)
+def _superseded(snapshots_dir: Path | str, envs: Sequence[str]) -> set[str]:
+    if not envs:
+        return set()
+    frame = readers.read(snapshots_dir, "evaluations", envs=envs, where="source = 'experiment'",
+                         columns=["experiment_id", "task_id", "model_id", "evaluated_at"])
+    if frame.empty:
+        return set()
+    keep = latest_training_mask(frame)
+    return {str(m) for m in frame.loc[~keep, "model_id"].dropna()}
 
 
 def _partitions(snapshots_dir: Path | str, name: str):
-    from analytics import layout
-
     return layout.partitions(Path(snapshots_dir) / name)
 
 
@@ -398,10 +405,10 @@ def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
                     "score": None if pd.isna(row.mean) else float(row.mean - row.std)})
     ranked = _rank(out)[:limit] if limit else _rank(out)
     if ci_resamples and ranked:
-        wanted = pa.array([e["model_id"] for e in ranked], pa.string())
+        params = {"wanted": [e["model_id"] for e in ranked]}
+        where = f"phase = 'eval' AND list_contains($wanted, model_id) AND {_superseded_sql(superseded, params)}"
         episodes = readers.read(snapshots_dir, "episodes", envs=[env], since=since, columns=["model_id", "return"],
-                                filter=_without_superseded((pc.field("phase") == "eval")
-                                                           & pc.field("model_id").isin(wanted), superseded))
+                                where=where, params=params)
         by_model = episodes.groupby("model_id", observed=True)["return"]
         for entry in ranked:
             returns = by_model.get_group(entry["model_id"]).to_numpy(dtype=float)
@@ -446,8 +453,7 @@ def compare_agents(snapshots_dir: Path | str, env: str, agents: Sequence[str] | 
         have = ", ".join(e["agent"] for e in board) or "none"
         raise NotEnoughData(f"comparing needs completed runs of at least two agents on {env}; the snapshots have "
                             f"{have}" + (f" (no runs of {', '.join(missing)})" if missing else ""))
-    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since,
-                        filter=pc.field("source") == "experiment",
+    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since, where="source = 'experiment'",
                         columns=["agent", "experiment_id", "task_id", "run_id", "mean", "evaluated_at"]
                         ).dropna(subset=["agent", "mean"])
     runs = runs[_current(snapshots_dir, env, runs, since)]

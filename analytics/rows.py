@@ -8,7 +8,7 @@ partitions.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 import numpy as np
@@ -17,9 +17,20 @@ from sqlalchemy.orm import Session
 
 from actors.rl import stats
 from analytics.snapshots import Batch
+from storage.evaluations import EvaluationStatus
+from storage.experiments import ExperimentStatus
 from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun
+from storage.runs import RunStatus
+from storage.tasks import TaskStatus
 
-_TERMINAL_TASK = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
+#: The state an experiment's history records when one of its training tasks ends: the state
+#: storage/experiments.py gave the experiment then. Rows come from stored columns only, so the
+#: history is rebuilt from the task's outcome, not from the experiment's current status.
+_TASK_OUTCOME: Mapping[TaskStatus, ExperimentStatus] = {
+    TaskStatus.SUCCEEDED: ExperimentStatus.COMPLETED,
+    TaskStatus.FAILED: ExperimentStatus.FAILED,
+    TaskStatus.CANCELLED: ExperimentStatus.CANCELLED,
+}
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -163,7 +174,8 @@ def experiment_batches(session: Session, experiment: Experiment, *, task_ids: It
             "total_timesteps": experiment.total_timesteps, "episodes": experiment.episodes,
             "eval_episodes": experiment.eval_episodes, "eval_seed": experiment.eval_seed,
             "reward_threshold": threshold, "max_episode_steps": max_steps, "created_at": utc(experiment.created_at)}
-    history = [{**base, "status": "created", "task_id": None, "recorded_at": utc(experiment.created_at)}]
+    history = [{**base, "status": ExperimentStatus.CREATED.value, "task_id": None,
+                "recorded_at": utc(experiment.created_at)}]
     batches: list[Batch] = []
     ordered = sorted(by_task.items(), key=lambda item: (utc(tasks[item[0]].created_at) if item[0] in tasks
                                                         else utc(experiment.created_at), item[1][0].id))
@@ -173,19 +185,22 @@ def experiment_batches(session: Session, experiment: Experiment, *, task_ids: It
                   "timesteps": sum(r.timesteps for r in task_runs)}
         started = [utc(r.started_at) for r in task_runs if r.started_at is not None]
         if started:
-            history.append({**base, **counts, "status": "training", "task_id": task_id, "recorded_at": min(started)})
-        trained = [utc(r.finished_at) for r in task_runs if r.status == "completed" and r.finished_at is not None]
+            history.append({**base, **counts, "status": ExperimentStatus.TRAINING.value, "task_id": task_id,
+                            "recorded_at": min(started)})
+        # Entered when the last run finished training (storage/experiments.py:start_evaluating).
+        trained = [utc(r.finished_at) for r in task_runs
+                   if r.status == RunStatus.COMPLETED and r.finished_at is not None]
         if trained and len(trained) == len(task_runs):
-            history.append({**base, **counts, "status": "evaluating", "task_id": task_id,
+            history.append({**base, **counts, "status": ExperimentStatus.EVALUATING.value, "task_id": task_id,
                             "recorded_at": max(trained)})
-        if task is None or task.status not in _TERMINAL_TASK:
+        if task is None or task.status not in _TASK_OUTCOME:
             continue
-        status = _TERMINAL_TASK[task.status]
+        status = _TASK_OUTCOME[TaskStatus(task.status)].value
         finished = utc(task.finished_at) or _latest(experiment.updated_at)
         row = {**base, **counts, "status": status, "task_id": task_id, "recorded_at": finished}
         done = [evaluations.get(r.id) for r in task_runs]
-        complete = all(e is not None and e.status == "completed" and e.result for e in done)
-        if status == "completed" and complete:
+        complete = all(e is not None and e.status == EvaluationStatus.COMPLETED and e.result for e in done)
+        if status == ExperimentStatus.COMPLETED and complete:
             row.update(_task_statistics(experiment, task_runs, evaluations))
             if row.get("solved") is None and threshold is not None and row.get("mean_return") is not None:
                 row["solved"] = bool(row["mean_return"] >= threshold)
@@ -196,7 +211,7 @@ def experiment_batches(session: Session, experiment: Experiment, *, task_ids: It
         eval_rows = []
         for run in task_runs:
             evaluation = evaluations.get(run.id)
-            if evaluation is None or evaluation.status != "completed" or not evaluation.result:
+            if evaluation is None or evaluation.status != EvaluationStatus.COMPLETED or not evaluation.result:
                 continue
             parts.append(_eval_episodes(evaluation, source="experiment", agent=experiment.agent, run=run))
             eval_rows.append(_evaluation_row(evaluation, models.get(evaluation.model_id), source="experiment",
@@ -204,7 +219,7 @@ def experiment_batches(session: Session, experiment: Experiment, *, task_ids: It
         batch_id = experiment_batch_id(experiment.id, task_id)
         batches.append(Batch("episodes", batch_id, experiment.env_name, finished, _concat(parts)))
         batches.append(Batch("evaluations", batch_id, experiment.env_name, finished, eval_rows))
-    if not by_task and experiment.status != "created":
+    if not by_task and experiment.status != ExperimentStatus.CREATED:
         history.append({**base, "status": experiment.status, "task_id": None,
                         "recorded_at": utc(experiment.updated_at)})
     history.sort(key=lambda r: r["recorded_at"])
@@ -215,7 +230,7 @@ def experiment_batches(session: Session, experiment: Experiment, *, task_ids: It
 
 def benchmark_batches(session: Session, evaluation: Evaluation) -> list[Batch]:
     """A completed evaluation that no experiment owns (``/benchmark/run``)."""
-    if evaluation.status != "completed" or not evaluation.result:
+    if evaluation.status != EvaluationStatus.COMPLETED or not evaluation.result:
         return []
     model = session.get(Model, evaluation.model_id)
     agent = None

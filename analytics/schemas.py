@@ -125,7 +125,8 @@ EVALUATIONS = Dataset(
     key=("evaluation_id",),
     sort_by=("experiment_id", "run_id", "evaluation_id"),
     time_column="evaluated_at",
-    description="One row per completed evaluation, with the ARCHITECTURE §5 statistics.",
+    description=('One row per completed evaluation, with the statistics of '
+                 'docs/architecture.md, "The evaluation protocol".'),
 )
 
 EXPERIMENTS = Dataset(

@@ -1,10 +1,10 @@
-"""Writing snapshot batches (ARCHITECTURE §7).
+"""Writing snapshot batches (docs/analytics.md, "The folder").
 
 A batch is written whole, as one Parquet file named after it, to a hidden temporary file that is
 renamed into place: a reader sees the whole batch or none of it. Writing a batch again (a
-redelivered message, a rebuild) replaces its file, so rows are never doubled; the rename of an
-existing file is announced through the generation counter (see :mod:`analytics.layout`) because
-a directory listing taken during a rename may miss the name altogether.
+redelivered message, a rebuild) replaces its file, so rows are never doubled; replacing or removing
+a file is a change (:func:`analytics.layout.change`), which no read overlaps, because a directory
+listing taken during a rename may miss the name altogether.
 
 The pipeline's aggregate step and ``resimhub analytics snapshot`` build their batches with the same
 function (:func:`analytics.rows.experiment_batches`), so a rebuild writes exactly what the pipeline
@@ -144,11 +144,10 @@ def write_batch(snapshots_dir: Path | str, batch: Batch, *, version: int | None 
     try:
         write_file(tmp, table, ds, {batch.batch_id: version})
         if target.exists():
-            with layout.visible_change(root):
+            with layout.change(root):
                 os.replace(tmp, target)
         else:
-            with layout.shared_write(root):
-                os.replace(tmp, target)
+            os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -158,7 +157,7 @@ def write_batch(snapshots_dir: Path | str, batch: Batch, *, version: int | None 
     # the folder to hold one copy.
     older = [p for p in directory.parent.glob(f"date=*/{target.name}") if p != target]
     if older:
-        with layout.visible_change(root):
+        with layout.change(root):
             for path in older:
                 path.unlink(missing_ok=True)
     return target

@@ -12,8 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from analytics import filecache
-from api import analytics_reads
+from analytics import engine
 from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.middleware import BodyLimit, StrictJsonBodies
 from api.schemas import ERROR_RESPONSES
@@ -30,7 +29,6 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 
 def create_app(storage: Storage) -> FastAPI:
-    from api import metrics
     from api.legacy import create_legacy_app
     from api.routes import (
         agents,
@@ -51,12 +49,7 @@ def create_app(storage: Storage) -> FastAPI:
         # Sync routes run in AnyIO's thread pool (40 threads by default). More threads than pooled
         # database connections only queue on the pool while fighting over the GIL, so match them.
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
-        if reads is not None:
-            reads.start()  # the child imports pandas and Arrow while the gateway starts serving
         yield
-        if reads is not None:
-            analytics_reads.disable(reads)
-        metrics.forget_this_process()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -66,7 +59,8 @@ def create_app(storage: Storage) -> FastAPI:
         "poll long work as tasks and read the event log.",
     )
     app.state.storage = storage
-    reads = _analytics_reads(storage)
+    settings = storage.settings
+    engine.configure(memory_mb=settings.analytics_memory_mb, threads=settings.analytics_threads)
     for module in (agents, environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
@@ -78,27 +72,12 @@ def create_app(storage: Storage) -> FastAPI:
     legacy = create_legacy_app(storage)
     app.state.legacy_app = legacy  # its url_map lists the /api/v1 routes (the OpenAPI does not)
     app.mount("/api/v1", WSGIMiddleware(legacy))
-    settings = storage.settings
     # Added first, so it runs inside BodyLimit: the body it reads whole is already bounded.
     app.add_middleware(StrictJsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes,
                        upload_prefixes=UPLOAD_PREFIXES)
     _install_observability_and_auth(app, storage)
-    if reads is not None:
-        app.state.metrics.analytics.watch(reads)
     return app
-
-
-def _analytics_reads(storage: Storage) -> analytics_reads.AnalyticsReads | None:
-    settings = storage.settings
-    if not settings.analytics_child:
-        if (running := analytics_reads.for_dir(settings.snapshots_dir)) is not None:
-            analytics_reads.disable(running)
-        filecache.enable(settings.snapshots_dir, settings.analytics_cache_bytes)
-        return None
-    filecache.enable(settings.snapshots_dir, 0)  # the child keeps the decoded partitions
-    return analytics_reads.enable(settings.snapshots_dir, cache_bytes=settings.analytics_cache_bytes,
-                                  recycle_ratio=settings.analytics_recycle_percent / 100)
 
 
 def _install_observability_and_auth(app: FastAPI, storage: Storage) -> None:

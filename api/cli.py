@@ -97,12 +97,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from actors.relay import Relay
     from actors.runtime import boot, shutdown
     from api.app import create_app
-    from api.memory import tune_gateway_process
     from storage.context import open_storage
     from storage.logs import dict_config
     from storage.migrate import upgrade
 
-    tune_gateway_process()
     upgrade(settings)
     settings = _guard_bind(settings, args.host)
     storage = open_storage(settings)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.memory import tune_gateway_process
 from storage.context import open_storage
 from storage.settings import load_settings
 
 
 def create_from_env() -> FastAPI:
-    tune_gateway_process()
     return create_app(open_storage(load_settings()))

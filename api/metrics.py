@@ -24,7 +24,6 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -32,7 +31,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -85,29 +83,6 @@ def _without_created(*metrics) -> Iterable[Metric]:
     for metric in (m for family in metrics for m in family.collect()):
         metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
         yield metric
-
-
-class AnalyticsProcessMetrics:
-    """What the gateway's analytics child process does (api/analytics_reads.py); one per app.
-    Like the HTTP metrics, they add up over ``resimhub api --workers N`` processes."""
-
-    def __init__(self) -> None:
-        self.rss = Gauge("resimhub_analytics_process_rss_bytes", "RSS of the gateway's analytics child process "
-                         "as of its last answer (summed over gateway processes).", registry=None,
-                         multiprocess_mode="livesum")
-        self.replacements = Counter("resimhub_analytics_process_replacements", "Analytics child processes "
-                                    "replaced: reason=memory when one grew past RESIMHUB_ANALYTICS_RECYCLE_PERCENT, "
-                                    "reason=failure when one died or overran its time limit.", ["reason"],
-                                    registry=None)
-        for reason in ("memory", "failure"):
-            self.replacements.labels(reason)
-
-    def watch(self, reads) -> None:
-        reads.on_answer = self.rss.set
-        reads.on_replaced = lambda reason: self.replacements.labels(reason).inc()
-
-    def collect(self) -> Iterable[Metric]:
-        return _without_created(self.rss, self.replacements)
 
 
 def _flat_routes(app) -> list:
@@ -308,7 +283,7 @@ def _outbox(conn) -> list[Metric]:
                          .order_by(EventRecord.seq).limit(1))
     lag = 0.0
     if oldest is not None:
-        lag = max(0.0, (utcnow() - _aware(oldest)).total_seconds())
+        lag = max(0.0, (utcnow() - oldest).total_seconds())
     return [
         GaugeMetricFamily("resimhub_outbox_pending_events", "Committed events the relay has not yet put on the "
                           "bus (embedded hub: whose consumers have not finished yet).", value=pending or 0),
@@ -409,11 +384,6 @@ def _webhook_outcomes(conn) -> list[Metric]:
     return [deliveries, attempts, duration]
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written as UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def rabbitmq_queue_depths(url: str, prefix: str, timeout_s: float = 2.0) -> dict[str, dict[str, int]]:
     """Ready, delayed and dead-lettered counts per stage, from passive declares (which create nothing)."""
     import pika
@@ -496,7 +466,6 @@ def _build_info() -> Metric:
 class MetricsState:
     http: HttpMetrics
     hub: HubCollector
-    analytics: AnalyticsProcessMetrics
 
     def exposition(self) -> bytes:
         registry = CollectorRegistry()
@@ -507,7 +476,6 @@ class MetricsState:
         else:
             registry.register(_Forward(REGISTRY))  # process_*, python_* of this process
             registry.register(self.http)
-            registry.register(self.analytics)
         registry.register(self.hub)
         registry.register(_Static([_build_info()]))
         return generate_latest(registry)
@@ -533,17 +501,8 @@ def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def forget_this_process() -> None:
-    """At a gateway process's exit: its live gauges (the analytics child's RSS) stop counting
-    towards the sum the other processes report."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(os.getpid())
-
-
 def install(app, storage: Storage) -> None:
     http = HttpMetrics()
-    app.state.metrics = MetricsState(http=http, hub=HubCollector(storage), analytics=AnalyticsProcessMetrics())
+    app.state.metrics = MetricsState(http=http, hub=HubCollector(storage))
     app.include_router(router)
     app.add_middleware(HttpMetricsMiddleware, metrics=http)

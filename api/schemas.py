@@ -51,7 +51,8 @@ class ExperimentCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     env_name: str | None = Field(default=None, min_length=1, max_length=200, description=(
         "A registered environment; may be left out when name is one, as the original ReSimHub API allowed"))
-    agent: str = Field(min_length=1, max_length=20, description="PPO, A2C, DQN, CEM or QLEARNING")
+    agent: str = Field(min_length=1, max_length=20,
+                       description="an agent GET /api/agents lists: PPO, A2C, DQN, CEM, QLEARNING, SAC, TD3")
     total_timesteps: int | None = Field(default=None, ge=1, le=MAX_TIMESTEPS)
     episodes: int | None = Field(default=None, ge=1, le=MAX_EPISODES,
                                  description="Training budget in episodes, instead of total_timesteps")
@@ -130,11 +131,31 @@ class TaskPublic(BaseModel):
     finished_at: str | None
 
 
-class Accepted(BaseModel):
+class TaskAccepted(BaseModel):
+    """What every ``202 Accepted`` starts with (:func:`api.responses.accepted`); each endpoint adds
+    the ids and views of what it queued beside these, so that a client need not poll to learn them."""
+
     task_id: str
-    status: str
-    location: str
-    resource: dict[str, Any] | None = None
+    status: str = Field(description="queued when just submitted; a waited-for run reports the task's status")
+    location: str = Field(description="the task to poll, also sent as the Location header")
+
+
+class EnvironmentAccepted(TaskAccepted):
+    environment_id: int
+    environment: EnvironmentPublic
+
+
+class TrainingAccepted(TaskAccepted):
+    experiment_id: int
+    run_ids: list[int] = Field(description="one training run per seed")
+    experiment: ExperimentPublic
+
+
+#: The headers of a 202 (:func:`api.responses.accepted`), declared beside its body.
+ACCEPTED_HEADERS: dict[str, Any] = {
+    "Location": {"schema": {"type": "string"}, "description": "the task to poll"},
+    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait before polling"},
+}
 
 
 class CloudEvent(BaseModel):

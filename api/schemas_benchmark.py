@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas import MAX_SEED, Strict
+from api.schemas import MAX_SEED, Strict, TaskAccepted
 
 MAX_EVAL_EPISODES = 10_000
 MAX_WAIT_S = 60.0
@@ -142,3 +142,28 @@ class Comparison(BaseModel):
     unknown_model_ids: list[str] = Field(default_factory=list, description="requested ids that name no model; "
                                          "the others are compared")
 
+
+class UploadAccepted(TaskAccepted):
+    model_id: str
+    model: ModelPublic
+
+
+class RunAccepted(TaskAccepted):
+    """``POST /benchmark/run`` before its task has finished; ``progress`` is there only when the
+    client waited (``wait``) and the task had not finished by then."""
+
+    evaluation_id: str
+    model_id: str
+    env_name: str
+    episodes: int
+    seed: int
+    mode: str
+    progress: dict[str, Any] | None = None
+
+
+class RunOutcome(RunAccepted):
+    """``POST /benchmark/run`` with ``wait`` when the task finished in time: its status is terminal
+    and its result (or error) is inline, as ``GET /api/tasks/{id}`` would show it."""
+
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None

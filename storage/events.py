@@ -23,9 +23,10 @@ def type_name(cls_name: str) -> str:
 
 
 def rfc3339(moment: datetime) -> str:
-    """RFC 3339 UTC with microseconds and a ``Z``; naive datetimes (SQLite) are taken as UTC."""
+    """RFC 3339 UTC with microseconds and a ``Z``. Stored times arrive aware
+    (:class:`storage.models.UtcDateTime`), so a naive one is a bug: guessing its zone would shift it."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        raise ValueError(f"naive datetime {moment.isoformat()}: its time zone is unknown")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -84,12 +84,7 @@ def authenticate(session: Session, token: str) -> Principal | None:
     if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at is not None:
         return None
     now = utcnow()
-    if key.last_used_at is None or _aware(key.last_used_at) < now - LAST_USED_RESOLUTION:
+    if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
         key.last_used_at = now
         session.commit()
     return Principal(key_id=key.id, name=key.name, scope=key.scope)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written as UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit sequence.
@@ -23,8 +24,32 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """Every timestamp column: written as UTC, read back as an aware UTC datetime on either database.
+
+    SQLite keeps no offset (SQLAlchemy stores the wall time and returns it naive), and PostgreSQL
+    returns ``timestamptz`` in the session's time zone; without this, every reader would have to
+    patch what it got. A naive value written here is taken as UTC, the hub's only clock. The column
+    stays ``DateTime(timezone=True)``, so the migrated schema is unchanged.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
+    # A ``Mapped[datetime]`` declared without a type still gets the UTC-aware one.
+    type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType, datetime: UtcDateTime()}
 
 
 class Environment(Base):
@@ -36,8 +61,8 @@ class Environment(Base):
     spec: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     task_id: Mapped[str | None] = mapped_column(String(36), default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class Experiment(Base):
@@ -56,8 +81,8 @@ class Experiment(Base):
     eval_seed: Mapped[int] = mapped_column(Integer, default=10_000)
     status: Mapped[str] = mapped_column(String(20), default="created")
     results: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Task(Base):
@@ -72,11 +97,10 @@ class Task(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class EventRecord(Base):
@@ -105,9 +129,9 @@ class EventRecord(Base):
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     type: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(String(200))
-    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    time: Mapped[datetime] = mapped_column(UtcDateTime())
     data: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class ProcessedEvent(Base):
@@ -117,7 +141,7 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     consumer: Mapped[str] = mapped_column(String(80), primary_key=True)
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class TrainingRun(Base):
@@ -143,8 +167,8 @@ class TrainingRun(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     resumed_from: Mapped[int | None] = mapped_column(Integer, default=None)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class Model(Base):
@@ -170,14 +194,15 @@ class Model(Base):
     task_id: Mapped[str | None] = mapped_column(String(36), default=None)
     experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"), default=None)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     #: Set on a trained model once a later training of its experiment completed (storage/supersession.py).
-    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     superseded_by_task_id: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class Evaluation(Base):
-    """One evaluation of a model on an env (ARCHITECTURE §5); ``result`` holds every metric."""
+    """One evaluation of a model on an env (docs/architecture.md, "The evaluation protocol");
+    ``result`` holds every metric."""
 
     __tablename__ = "evaluations"
     __table_args__ = (Index("ix_evaluations_model", "model_id"), Index("ix_evaluations_env_created", "env_name",
@@ -189,15 +214,15 @@ class Evaluation(Base):
     episodes: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
     mode: Mapped[str] = mapped_column(String(10), default="exact")
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | completed | failed
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # storage/evaluations.py
     task_id: Mapped[str | None] = mapped_column(String(36), default=None)
     experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"), default=None)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), default=None)
     mean_reward: Mapped[float | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 # -- webhooks (docs/webhooks.md) -----------------------------------------------------------------
@@ -215,11 +240,11 @@ class WebhookSubscription(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
     secret: Mapped[str] = mapped_column(String(100))
     previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
-    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     pause_after_failures: Mapped[int] = mapped_column(Integer, default=5)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class WebhookDelivery(Base):
@@ -245,12 +270,12 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sending|delivered|failed|cancelled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     retries: Mapped[int] = mapped_column(Integer, default=0)  # of the schedule, since creation or redelivery
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class WebhookAttempt(Base):
@@ -262,7 +287,7 @@ class WebhookAttempt(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_id: Mapped[int] = mapped_column(BigId, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     latency_ms: Mapped[float] = mapped_column()
     response_body: Mapped[str | None] = mapped_column(Text, default=None)
@@ -282,9 +307,9 @@ class ApiKey(Base):
     scope: Mapped[str] = mapped_column(String(10))  # read | write | admin
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))  # the secret's first characters, to recognise it in a list
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 # /metrics counts the tasks in flight on every scrape; without this, that is a scan of every task

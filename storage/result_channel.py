@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from storage.events import rfc3339
 from storage.models import Task
+from storage.tasks import TERMINAL, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +25,32 @@ KEY_PREFIX = "celery-task-meta-"
 #: Task ids remembered per process while Redis is away; past this the oldest are dropped (and logged):
 #: the database still has them, only their Celery mirror stays stale until the task changes again.
 MAX_MISSED = 100_000
-_TERMINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 _CATCH_UP_CHUNK = 500
+
+
+class CeleryState(StrEnum):
+    """Celery's names for task states: a contract with every Celery client, not ours to change."""
+
+    PENDING = "PENDING"
+    STARTED = "STARTED"
+    #: A custom state (Celery allows them): running, with ``result`` holding the progress.
+    PROGRESS = "PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+
+#: The one translation between our task states and Celery's; a running task that reported
+#: progress shows as ``PROGRESS`` instead (:func:`celery_document`).
+CELERY_STATES: Mapping[TaskStatus, CeleryState] = MappingProxyType({
+    TaskStatus.QUEUED: CeleryState.PENDING,
+    TaskStatus.RUNNING: CeleryState.STARTED,
+    TaskStatus.SUCCEEDED: CeleryState.SUCCESS,
+    TaskStatus.FAILED: CeleryState.FAILURE,
+    TaskStatus.CANCELLED: CeleryState.REVOKED,
+})
+#: Celery's final states: those of our terminal ones.
+FINAL_STATES = frozenset(CELERY_STATES[status] for status in TERMINAL)
 
 # A catch-up write must never take a key back from a final state: while this process was reading
 # the row, another may already have written a newer one. Terminal documents are always written
@@ -34,34 +61,27 @@ if cur and ARGV[3] == '0' then
   local ok, doc = pcall(cjson.decode, cur)
   if ok and type(doc) == 'table' then
     local s = doc['status']
-    if s == 'SUCCESS' or s == 'FAILURE' or s == 'REVOKED' then return 0 end
+    if FINAL then return 0 end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
-"""
-
-_CELERY_STATES = {
-    "queued": "PENDING",
-    "running": "STARTED",
-    "succeeded": "SUCCESS",
-    "failed": "FAILURE",
-    "cancelled": "REVOKED",
-}
+""".replace("FINAL", " or ".join(f"s == '{state}'" for state in sorted(FINAL_STATES)))
 
 
 def celery_document(task: Task) -> dict[str, Any]:
     """The document Celery's Redis backend would have written for ``task``'s current state."""
-    state = _CELERY_STATES[task.status]
+    status = TaskStatus(task.status)
+    state = CELERY_STATES[status]
     result: Any = None
     traceback = None
-    if task.status == "running" and task.progress:
-        state = "PROGRESS"
+    if status is TaskStatus.RUNNING and task.progress:
+        state = CeleryState.PROGRESS
         result = task.progress
-    elif task.status == "succeeded":
+    elif status is TaskStatus.SUCCEEDED:
         result = task.result
-    elif task.status == "failed":
+    elif status is TaskStatus.FAILED:
         error = task.error or {}
         result = {
             # Celery rebuilds the exception from module + type; a builtin type always resolves.
@@ -70,15 +90,15 @@ def celery_document(task: Task) -> dict[str, Any]:
             "exc_module": "builtins",
         }
         traceback = error.get("traceback")
-    elif task.status == "cancelled":
+    elif status is TaskStatus.CANCELLED:
         result = {
             "exc_type": "TaskRevokedError",
             "exc_message": ["cancelled"],
             "exc_module": "celery.exceptions",
         }
-    done = task.finished_at if task.status in ("succeeded", "failed", "cancelled") else None
+    done = task.finished_at if status in TERMINAL else None
     return {
-        "status": state,
+        "status": str(state),
         "result": result,
         "traceback": traceback,
         "children": [],
@@ -179,7 +199,7 @@ class CeleryResultChannel:
                 if task is not None:
                     doc = celery_document(task)
                     body = json.dumps(doc, separators=(",", ":"))
-                    final = "1" if doc["status"] in _TERMINAL_STATES else "0"
+                    final = "1" if doc["status"] in FINAL_STATES else "0"
                     self.client.eval(_CATCH_UP_SCRIPT, 1, KEY_PREFIX + task_id, body, self.ttl, final)
                     written += 1
                 with self._lock:

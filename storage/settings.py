@@ -65,12 +65,10 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
     #: Let webhooks reach loopback, private and link-local addresses (tests, local development).
     webhook_allow_private: bool = False
-    #: Memory a gateway process may spend keeping decoded analytics snapshot files (0: none).
-    analytics_cache_bytes: int = 128 * 1_048_576
-    #: Answer analytics reads in a child process of each gateway process (false: in its threads).
-    analytics_child: bool = True
-    #: Replace that child once its memory, beyond what Arrow holds, has grown by this many percent.
-    analytics_recycle_percent: float = 10.0
+    #: DuckDB's memory limit (MiB) for a process's analytics reads (it spills beyond it); see analytics/engine.py.
+    analytics_memory_mb: int = 1024
+    #: DuckDB's threads for analytics reads; ``None``: one per CPU.
+    analytics_threads: int | None = None
     #: Limits of the process an uploaded policy runs in (``RESIMHUB_SANDBOX_*``); ``None`` keeps the
     #: defaults of :class:`actors.rl.sandbox.SandboxLimits`, which owns them and says why.
     sandbox_memory_mb: int | None = None
@@ -236,9 +234,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics=_bool(env, "RESIMHUB_WORKER_METRICS", False),
         webhook_retry_schedule=_schedule(env, "RESIMHUB_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
         webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
-        analytics_cache_bytes=_int(env, "RESIMHUB_ANALYTICS_CACHE_MB", 128) * 1_048_576,
-        analytics_child=_bool(env, "RESIMHUB_ANALYTICS_CHILD", True),
-        analytics_recycle_percent=_float(env, "RESIMHUB_ANALYTICS_RECYCLE_PERCENT", 10.0, minimum=1.0),
+        analytics_memory_mb=_int(env, "RESIMHUB_ANALYTICS_MEMORY_MB", 1024, minimum=64),
+        analytics_threads=_optional(_int, env, "RESIMHUB_ANALYTICS_THREADS", minimum=1),
         sandbox_memory_mb=_optional(_int, env, "RESIMHUB_SANDBOX_MEMORY_MB", minimum=256),
         sandbox_cpu_seconds=_optional(_int, env, "RESIMHUB_SANDBOX_CPU_SECONDS", minimum=1),
         sandbox_load_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_LOAD_TIMEOUT", minimum=0.1),

@@ -1,7 +1,8 @@
 """Task state: created in the caller's transaction, mirrored to the result channel after commit.
 
 Every state change goes through these functions so that the database row, the Celery-compatible
-document and the polling API never disagree about what a task is doing.
+document and the polling API never disagree about what a task is doing. :class:`TaskStatus` is the
+vocabulary; the Celery names for it are kept in one place, :mod:`storage.result_channel`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import builtins
 import json
 import traceback as tb
 import uuid
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
@@ -18,9 +20,24 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.events import rfc3339
 from storage.models import Task, utcnow
-from storage.result_channel import CeleryResultChannel
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+if TYPE_CHECKING:  # the channel imports TaskStatus from here
+    from storage.result_channel import CeleryResultChannel
+
+
+class TaskStatus(StrEnum):
+    """What a task is doing, as the database stores it and the polling API shows it."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+#: The fields of an error document a client may see (no traceback, no Celery type).
+PUBLIC_ERROR_FIELDS = ("type", "code", "message", "details", "retryable")
 #: The highest ``fraction`` a task that is not finished may show; 1.0 is written by :func:`succeed`.
 RUNNING_CEILING = 0.999
 _CHANGED_KEY = "resimhub_tasks_changed"
@@ -56,22 +73,25 @@ def _touch(session: Session, task: Task) -> Task:
 
 
 def create(session: Session, kind: str, subject: str | None = None) -> Task:
-    task = Task(id=str(uuid.uuid4()), kind=kind, subject=subject, status="queued", created_at=utcnow())
+    task = Task(id=str(uuid.uuid4()), kind=kind, subject=subject, status=TaskStatus.QUEUED, created_at=utcnow())
     session.add(task)
     return _touch(session, task)
 
 
 def get(session: Session, task_id: str, *, for_update: bool = False) -> Task | None:
+    """``for_update`` locks the row and reloads it: a row this session read before the lock may
+    have changed since (a cancel committed), and deciding on that stale copy is the race the lock
+    is there to prevent."""
     if for_update:
-        return session.get(Task, task_id, with_for_update=True)
+        return session.get(Task, task_id, with_for_update=True, populate_existing=True)
     return session.get(Task, task_id)
 
 
 def mark_running(session: Session, task: Task) -> Task:
     if task.status in TERMINAL:
         raise TaskStateError(f"task {task.id} is already {task.status}")
-    if task.status != "running":
-        task.status = "running"
+    if task.status != TaskStatus.RUNNING:
+        task.status = TaskStatus.RUNNING
         task.started_at = utcnow()
     return _touch(session, task)
 
@@ -89,7 +109,7 @@ def set_progress(session: Session, task: Task, progress: dict[str, Any]) -> Task
         if isinstance(before, int | float):
             fraction = max(fraction, min(float(before), RUNNING_CEILING))
         progress = {**progress, "fraction": fraction}
-    task.status = "running"
+    task.status = TaskStatus.RUNNING
     task.progress = progress
     return _touch(session, task)
 
@@ -97,7 +117,7 @@ def set_progress(session: Session, task: Task, progress: dict[str, Any]) -> Task
 def succeed(session: Session, task: Task, result: dict[str, Any]) -> Task:
     if task.status in TERMINAL:
         raise TaskStateError(f"task {task.id} is already {task.status}")
-    task.status = "succeeded"
+    task.status = TaskStatus.SUCCEEDED
     task.result = result
     task.finished_at = utcnow()
     if task.progress:
@@ -134,7 +154,7 @@ def error_document(exc: BaseException, *, code: str | None = None, retryable: bo
 def fail(session: Session, task: Task, error: dict[str, Any]) -> Task:
     if task.status in TERMINAL:
         return task
-    task.status = "failed"
+    task.status = TaskStatus.FAILED
     task.error = error
     task.finished_at = utcnow()
     return _touch(session, task)
@@ -143,17 +163,19 @@ def fail(session: Session, task: Task, error: dict[str, Any]) -> Task:
 def cancel(session: Session, task: Task) -> Task:
     if task.status in TERMINAL:
         return task
-    task.cancel_requested = True
-    task.status = "cancelled"
+    task.status = TaskStatus.CANCELLED
     task.finished_at = utcnow()
     return _touch(session, task)
 
 
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
+    """What of an error document clients see: in the API, on events and on the rows they read."""
+    return {k: error[k] for k in PUBLIC_ERROR_FIELDS if k in error}
+
+
 def to_public(task: Task) -> dict[str, Any]:
     """The polling API's view of a task."""
-    error = None
-    if task.error:
-        error = {k: task.error[k] for k in ("type", "code", "message", "details", "retryable") if k in task.error}
+    error = public_error(task.error) if task.error else None
     return {
         "task_id": task.id,
         "kind": task.kind,

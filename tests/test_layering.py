@@ -1,6 +1,7 @@
-"""Dependencies point one way (ARCHITECTURE §8): api → storage (and the RL engine's catalogues, and
-analytics for its read-only API), actors → storage + RL engine, the RL engine → nothing of ours,
-analytics → snapshots (and storage, to rebuild them) and the engine's statistics only.
+"""Dependencies point one way (docs/architecture.md, "The layering rule"): api → storage (and the
+RL engine's catalogues, and analytics for its read-only API), actors → storage + RL engine, the RL
+engine → nothing of ours, analytics → snapshots (and storage, to rebuild them) and the engine's
+statistics only.
 Also: importing any module connects to nothing and reads no settings."""
 
 import ast

@@ -1,4 +1,4 @@
-"""Greedy evaluation of a policy over exactly N episodes (ARCHITECTURE §5).
+"""Greedy evaluation of a policy over exactly N episodes (docs/architecture.md, "The evaluation protocol").
 
 Two modes, because reproducibility and throughput pull in different directions:
 

@@ -177,7 +177,8 @@ def significance_test(a: ArrayLike, b: ArrayLike) -> dict:
 
 
 def summarize(returns: ArrayLike, *, seed: int = 0, n_resamples: int = 2000) -> dict:
-    """The §5 summary of a set of episode returns (population std, IQM, bootstrap CI of the mean)."""
+    """The summary of a set of episode returns the evaluation protocol reports (docs/architecture.md, "The
+    evaluation protocol"): population std, IQM, bootstrap CI of the mean."""
     arr = _as_array(returns, "returns")
     mean = float(arr.mean())
     std = float(arr.std())

@@ -10,6 +10,7 @@ from api import jsonbody
 from api.deps import SessionDep, StorageDep
 from api.errors import Unsupported
 from api.responses import accepted
+from api.schemas import ACCEPTED_HEADERS
 from api.schemas_benchmark import (
     MAX_COMPARE,
     Comparison,
@@ -17,6 +18,9 @@ from api.schemas_benchmark import (
     EvaluationPublic,
     ModelPublic,
     RecentEvaluation,
+    RunAccepted,
+    RunOutcome,
+    UploadAccepted,
 )
 from api.services import benchmark, tasks
 from api.services import models as model_service
@@ -35,7 +39,8 @@ _RUN_BODY = {
 
 async def run_payload(request: Request) -> Any:
     """The run request as a mapping, whether it came as JSON or as form fields; query parameters
-    (``?wait=5``) count as fields too, as ARCHITECTURE §3 allows ``wait`` on the submission URL."""
+    (``?wait=5``) count as fields too, as docs/architecture.md,
+    "Submitting work and waiting for it", allows ``wait`` on the submission URL."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await request.body()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -51,7 +56,8 @@ async def run_payload(request: Request) -> Any:
     return body
 
 
-@router.post("/upload_model", status_code=202)
+@router.post("/upload_model", status_code=202, response_model=UploadAccepted,
+             responses={202: {"headers": ACCEPTED_HEADERS}})
 def upload_model(
     session: SessionDep,
     storage: StorageDep,
@@ -91,15 +97,18 @@ def get_model(model_id: str, session: SessionDep) -> ModelPublic:
 
 
 @router.get("/models/{model_id}/file", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}}})
 def download_model(model_id: str, session: SessionDep, storage: StorageDep) -> FileResponse:
     """The stored file, byte for byte as uploaded (its sha256 is in the model view)."""
     path, filename = model_service.file_of(session, storage.artifacts, model_id)
     return FileResponse(path, media_type="application/octet-stream", filename=filename)
 
 
-@router.post("/run", status_code=202, openapi_extra={"requestBody": _RUN_BODY},
-             responses={200: {"description": "finished within `wait`: the outcome inline"}})
+@router.post("/run", status_code=202, openapi_extra={"requestBody": _RUN_BODY}, response_model=RunAccepted,
+             responses={202: {"headers": ACCEPTED_HEADERS},
+                        200: {"model": RunOutcome, "description": "finished within `wait`: the outcome inline",
+                              "headers": {"Location": ACCEPTED_HEADERS["Location"]}}})
 async def run_evaluation(payload: Annotated[Any, Depends(run_payload)], session: SessionDep,
                          storage: StorageDep) -> JSONResponse:
     """Evaluate a stored model for N seeded episodes on a worker; ``wait`` answers inline when done."""

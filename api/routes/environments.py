@@ -5,13 +5,15 @@ from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep
 from api.responses import accepted
-from api.schemas import EnvironmentCreate, EnvironmentPublic
+from api.schemas import ACCEPTED_HEADERS, EnvironmentAccepted, EnvironmentCreate, EnvironmentPublic
 from api.services import environments
 
 router = APIRouter(prefix="/api/environments", tags=["environments"])
 
 
-@router.post("", status_code=202, responses={200: {"description": "already registered"}})
+@router.post("", status_code=202, response_model=EnvironmentAccepted,
+             responses={202: {"headers": ACCEPTED_HEADERS},
+                        200: {"model": EnvironmentPublic, "description": "already registered"}})
 def register_environment(body: EnvironmentCreate, session: SessionDep) -> JSONResponse:
     """Register a Gymnasium id; a worker builds and steps it, poll the returned task for the result."""
     environment, task_id = environments.register(session, body.env_name, body.version)

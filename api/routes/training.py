@@ -5,14 +5,15 @@ from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep
 from api.responses import accepted
-from api.schemas import TaskPublic
+from api.schemas import ACCEPTED_HEADERS, TaskPublic, TrainingAccepted
 from api.services import experiments, training
 from storage.tasks import to_public
 
 router = APIRouter(tags=["training"])
 
 
-@router.post("/api/experiments/{experiment_id}/train", status_code=202)
+@router.post("/api/experiments/{experiment_id}/train", status_code=202, response_model=TrainingAccepted,
+             responses={202: {"headers": ACCEPTED_HEADERS}})
 def start_training(experiment_id: int, session: SessionDep) -> JSONResponse:
     """Queue one training run per seed; poll the task for progress and the aggregated result."""
     experiment, task, runs = training.start(session, experiment_id)

@@ -1,45 +1,41 @@
 """The analytics API's service layer: parameter checks, then a call into :mod:`analytics`.
 
 Answers come from the Parquet snapshot folder only; no query touches the database, so analytics
-load never competes with the pipeline's transactions.
+load never competes with the pipeline's transactions. The reads run in the calling thread: DuckDB
+scans the files on its own threads within ``RESIMHUB_ANALYTICS_MEMORY_MB`` (analytics/engine.py).
 """
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analytics.errors import NotEnoughData
-from api import analytics_reads
-from api.errors import Invalid, NotFound
-from api.memory import release_unused
+from analytics import readers, reports
+from analytics.errors import NotEnoughData, SnapshotUnreadable
+from api.errors import ApiError, Invalid, NotFound
 from api.services.catalog import require_known_agent
 from storage.context import Storage
 
 MAX_LIMIT = 1000
 MAX_RESAMPLES = 10_000
-# Without a child process (RESIMHUB_ANALYTICS_CHILD=false) reads run in the gateway's threads.
-# Each materialises the columns it needs from many Parquet files; sixteen of them at once (the load
-# test's readers) tripled the gateway's memory. Two at a time keep it flat; the rest wait.
-MAX_CONCURRENT_READS = analytics_reads.SLOTS
-_reads = threading.BoundedSemaphore(MAX_CONCURRENT_READS)
+_READS = {"recent": reports.recent, "experiment": reports.experiment, "leaderboards": reports.leaderboards,
+          "compare": reports.compare_agents, "datasets": readers.dataset_summary}
+
+
+class SnapshotsUnreadable(ApiError):
+    """The snapshot folder holds what the reports cannot read: an operator's problem, not the
+    client's, and never to be answered as an empty table."""
+
+    status, code = 500, "snapshots_unreadable"
 
 
 def _read(storage: Storage, name: str, **given):
-    """Run the read ``name`` in the gateway's analytics child process, or here if it has none.
-    Arguments left at None take the report's own default."""
+    """Run the report ``name`` on the snapshot folder; arguments left at None take its own default."""
     kwargs = {k: v for k, v in given.items() if v is not None}
-    pool = analytics_reads.for_dir(_dir(storage))
-    if pool is not None:
-        return pool.call(name, **kwargs)
-    with _reads:
-        try:
-            return analytics_reads.read_function(name)(_dir(storage), **kwargs)
-        finally:
-            # Allocators keep freed pages for reuse; hand them back after each read so a
-            # long-running gateway's memory follows its current reads, not its largest one.
-            release_unused()
+    try:
+        return _READS[name](_dir(storage), **kwargs)
+    except SnapshotUnreadable as exc:
+        raise SnapshotsUnreadable(str(exc), details={"path": exc.path}) from None
 
 
 def _dir(storage: Storage) -> Path:

@@ -24,6 +24,7 @@ from api.schemas_benchmark import MAX_COMPARE, EvaluationCreate
 from api.services import models as model_service
 from api.services.catalog import require_known_env
 from storage import outbox, tasks
+from storage.evaluations import EvaluationStatus
 from storage.events import EvaluationRequested, rfc3339
 from storage.models import Evaluation, Model
 
@@ -72,7 +73,7 @@ def submit(session: Session, body: EvaluationCreate) -> Evaluation:
                       details=[{"field": "env_name", "message": "required", "type": "missing"}])
     env_name = require_known_env(env_name)
     evaluation = Evaluation(id=str(uuid.uuid4()), model_id=model.id, env_name=env_name, episodes=body.episodes,
-                            seed=body.seed, mode=body.mode, status="queued")
+                            seed=body.seed, mode=body.mode, status=EvaluationStatus.QUEUED)
     session.add(evaluation)
     task = tasks.create(session, "evaluate", subject=f"evaluations/{evaluation.id}")
     evaluation.task_id = task.id
@@ -143,7 +144,7 @@ def recent(session: Session, *, limit: int = 20, env_name: str | None = None) ->
                     Evaluation.episodes, Evaluation.status, Evaluation.seed, Evaluation.mode,
                     Evaluation.experiment_id, Evaluation.run_id, Evaluation.finished_at, *columns,
                     result["assumptions"].as_json())
-             .where(Evaluation.status == "completed")
+             .where(Evaluation.status == EvaluationStatus.COMPLETED)
              .order_by(Evaluation.finished_at.desc(), Evaluation.created_at.desc())
              .limit(limit))
     if env_name:
@@ -187,7 +188,8 @@ def parse_model_ids(raw: str) -> list[str]:
 def _latest_completed(session: Session, model_id: str, env_name: str) -> Evaluation | None:
     return session.scalars(
         select(Evaluation)
-        .where(Evaluation.model_id == model_id, Evaluation.env_name == env_name, Evaluation.status == "completed")
+        .where(Evaluation.model_id == model_id, Evaluation.env_name == env_name,
+               Evaluation.status == EvaluationStatus.COMPLETED)
         .order_by(Evaluation.finished_at.desc(), Evaluation.created_at.desc())
         .limit(1)
     ).first()

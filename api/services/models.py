@@ -1,6 +1,6 @@
 """Accepting model uploads and reading them back.
 
-An upload is untrusted (ARCHITECTURE §6). What can be decided from the bytes alone without running
+An upload is untrusted (docs/models.md, "The sandbox"). What can be decided from the bytes alone without running
 anything (size, format by magic bytes and zip member names) is decided in the request, so that a
 pickle or a random file is refused at once and leaves nothing behind: no file, no row, no event.
 Reading the weights and checking them against the environment is real work and goes to the

@@ -2,17 +2,17 @@
 
 import json
 import os
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from analytics import compaction, layout, readers
+from analytics.errors import SnapshotUnreadable
 from analytics.snapshots import FOOTER_BATCHES, Batch, write_batch
-
-pytestmark = pytest.mark.usefixtures("read_mode")
 
 DAY = datetime(2026, 4, 2, tzinfo=UTC)
 
@@ -44,12 +44,12 @@ def test_env_and_date_prune_partitions_before_any_file_is_opened(tmp_path):
         readers.read(tmp_path, "episodes")
 
 
-def test_filters_and_dictionary_columns(tmp_path):
+def test_filters_and_columns(tmp_path):
     write_batch(tmp_path, _batch("a-1", value=1.0))
     write_batch(tmp_path, _batch("a-2", value=2.0, n=5))
-    table = readers.read_table(tmp_path, "episodes", columns=["model_id", "return"], dictionary=["model_id"],
-                               filter=pc.field("return") > 1.5)
-    assert table.num_rows == 5 and pa.types.is_dictionary(table.schema.field("model_id").type)
+    table = readers.read_table(tmp_path, "episodes", columns=["model_id", "return"], where='"return" > $at',
+                               params={"at": 1.5})
+    assert table.num_rows == 5 and table.column_names == ["model_id", "return"]
     assert readers.read(tmp_path, "evaluations").empty  # a dataset never written reads as empty
     assert list(readers.read(tmp_path, "evaluations", columns=["mean"]).columns) == ["mean"]
 
@@ -74,7 +74,7 @@ def test_the_newest_copy_of_a_batch_wins_across_compacted_and_single_files(tmp_p
 
 
 def test_equal_copies_mid_compaction_are_read_once(tmp_path):
-    """The instant after the merged file is renamed in and before the inputs go: both exist."""
+    """Both a compaction's inputs and its merged file (inputs restored by hand): each batch once."""
     for i in range(3):
         write_batch(tmp_path, _batch(f"b-{i}"))
     directory = next((tmp_path / "episodes").rglob("date=*"))
@@ -101,11 +101,53 @@ def test_version_1_files_are_read_through_the_current_schema(tmp_path):
     assert sorted(frame.batch_id.unique()) == ["b-9", "experiment-1-x"] and len(frame) == 5
 
 
-def test_a_reader_waits_out_an_unfinished_change_and_a_crash_is_repaired(tmp_path):
+def test_hidden_temporary_files_and_locks_are_never_read(tmp_path):
+    write_batch(tmp_path, _batch("b-1"))
+    directory = next((tmp_path / "episodes").rglob("date=*"))
+    (directory / ".tmp-half-written.parquet").write_bytes(b"PAR1 half a file")
+    (directory / "_scratch.parquet").write_bytes(b"not data")
+    assert len(readers.read(tmp_path, "episodes")) == 3
+
+
+def test_a_folder_in_another_layout_is_refused_not_read_as_empty(tmp_path):
+    """Partitioned by env only: every read would otherwise answer an empty table."""
+    directory = tmp_path / "episodes" / "env_name=CartPole-v1"
+    directory.mkdir(parents=True)
+    pq.write_table(pa.table({"phase": ["eval"], "return": [1.0]}), directory / "b-1.parquet")
+    with pytest.raises(SnapshotUnreadable, match="env_name=<env>/date=<YYYY-MM-DD>.*b-1.parquet"):
+        readers.read(tmp_path, "episodes")
+
+
+def test_files_of_another_schema_are_refused(tmp_path):
+    directory = tmp_path / "episodes" / "env_name=CartPole-v1" / "date=2026-04-02"
+    directory.mkdir(parents=True)
+    pq.write_table(pa.table({"reward": [1.0, 2.0], "step_count": [3, 4]}), directory / "foreign.parquet")
+    with pytest.raises(SnapshotUnreadable, match="not ReSimHub's episodes dataset"):
+        readers.read(tmp_path, "episodes", columns=["model_id", "return"])
+    (directory / "foreign.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(SnapshotUnreadable):
+        readers.read(tmp_path, "episodes")
+
+
+def test_a_change_waits_for_the_reads_in_flight_and_new_reads_wait_for_it(tmp_path):
     write_batch(tmp_path, _batch("b-1"))
     root = tmp_path / "episodes"
-    layout._write_generation(root, 7)  # as a compactor killed mid-change would leave it
-    assert len(readers.read(tmp_path, "episodes")) == 3  # after a few tries, under the shared lock
-    with layout.visible_change(root):
-        assert layout.read_generation(root) % 2 == 1
-    assert layout.read_generation(root) == 8
+    events = []
+    with layout.reading(root):
+        changer = threading.Thread(target=lambda: _change(root, events))
+        changer.start()
+        time.sleep(0.3)
+        assert events == []  # the change waits for this read
+        later = threading.Thread(target=lambda: (readers.read(tmp_path, "episodes"), events.append("read")))
+        later.start()
+        time.sleep(0.3)
+        assert events == []  # a new read queues behind the waiting change
+    changer.join(10)
+    later.join(10)
+    assert events == ["changed", "read"]
+
+
+def _change(root, events):
+    with layout.change(root):
+        time.sleep(0.1)
+        events.append("changed")

@@ -11,8 +11,6 @@ from analytics import reports
 from analytics.errors import NotEnoughData
 from tests.analytics.synthetic import T0, experiment
 
-pytestmark = pytest.mark.usefixtures("read_mode")
-
 
 @pytest.fixture
 def folder(tmp_path):

@@ -9,8 +9,6 @@ from analytics import reports
 from analytics.snapshots import Batch, write_batch
 from tests.analytics.synthetic import T0, experiment
 
-pytestmark = pytest.mark.usefixtures("read_mode")
-
 
 @pytest.fixture
 def folder(tmp_path):

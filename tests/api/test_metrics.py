@@ -4,7 +4,6 @@ multi-process gateway, and (on the machine's RabbitMQ) workers' Dramatiq exporte
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.bus import QUEUES as BUS_QUEUES
-from api import analytics_reads
 from api.metrics import QUEUES, HubCollector
 from tests.support.hubs import running_hub, settings_for
 
@@ -62,8 +60,7 @@ def test_exposition_follows_prometheus_conventions(hub):
         "resimhub_queue_consumers": "gauge", "resimhub_webhook_deliveries": "gauge",
         "resimhub_webhook_attempts": "counter", "resimhub_webhook_attempt_duration_seconds": "summary",
         "resimhub_metrics_source_up": "gauge", "resimhub_metrics_source_duration_seconds": "gauge",
-        "resimhub_build_info": "gauge", "resimhub_analytics_process_rss_bytes": "gauge",
-        "resimhub_analytics_process_replacements": "counter",
+        "resimhub_build_info": "gauge",
     }
     assert {n: ours[n].type for n in expected if n in ours} == expected
     for name, family in ours.items():
@@ -205,18 +202,15 @@ def test_rabbitmq_queue_depths_against_an_unreachable_broker_fail_fast(hub):
 
 _MULTIPROCESS_CHILD = """
 import sys
-from api.metrics import AnalyticsProcessMetrics, HttpMetrics
+from api.metrics import HttpMetrics
 HttpMetrics().observe("GET", "/api/experiments", 200, 0.01)
-analytics = AnalyticsProcessMetrics()
-analytics.replacements.labels("memory").inc()
-analytics.rss.set(100)
 """
 _MULTIPROCESS_SCRAPE = """
-from api.metrics import AnalyticsProcessMetrics, HttpMetrics, MetricsState
+from api.metrics import HttpMetrics, MetricsState
 class NoHub:
     def describe(self): return []
     def collect(self): return iter(())
-print(MetricsState(http=HttpMetrics(), hub=NoHub(), analytics=AnalyticsProcessMetrics()).exposition().decode())
+print(MetricsState(http=HttpMetrics(), hub=NoHub()).exposition().decode())
 """
 
 
@@ -230,7 +224,6 @@ def test_gateway_processes_add_up_in_multiprocess_mode(tmp_path):
     families = {f.name: f for f in text_string_to_metric_families(out)}
     assert value(families, "resimhub_http_requests_total", route="/api/experiments", status="200") == 3
     assert value(families, "resimhub_http_request_duration_seconds_count", route="/api/experiments") == 3
-    assert value(families, "resimhub_analytics_process_replacements_total", reason="memory") == 3
 
 
 # -- cluster: workers' own exporter and RabbitMQ queue depths ----------------------------------------
@@ -273,16 +266,3 @@ def test_workers_export_dramatiq_metrics_and_the_gateway_reports_rabbitmq_queues
         assert value(gateway, "resimhub_queue_messages", queue="environments", state="ready") == 0
         assert value(gateway, "resimhub_queue_consumers", queue="environments") >= 1
         assert value(gateway, "resimhub_queue_consumers", queue="training") >= 1
-
-
-def test_the_analytics_child_is_measured_and_its_replacement_counted(hub):
-    assert hub.client.get("/api/analytics/datasets").status_code == 200
-    families = scrape(hub.client)
-    assert value(families, "resimhub_analytics_process_rss_bytes") > 50 * 2**20
-    assert value(families, "resimhub_analytics_process_replacements_total", reason="failure") == 0
-    reads = analytics_reads.for_dir(hub.settings.snapshots_dir)
-    os.kill(reads.stats()["pid"], signal.SIGKILL)
-    assert hub.client.get("/api/analytics/datasets").status_code == 200  # retried on a fresh child
-    families = scrape(hub.client)
-    assert value(families, "resimhub_analytics_process_replacements_total", reason="failure") == 1
-    assert value(families, "resimhub_analytics_process_replacements_total", reason="memory") == 0

@@ -55,7 +55,7 @@ def free_port() -> int:
 
 
 def tree_rss_bytes(pid: int) -> tuple[int, int]:
-    """RSS of ``pid`` and all its descendants (``--workers N`` gateways and the analytics child
+    """RSS of ``pid`` and all its descendants (``--workers N`` gateways
     make a process tree), and of ``pid`` alone."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

@@ -7,11 +7,11 @@ def test_defaults_are_embedded(tmp_path):
     s = load_settings({"RESIMHUB_DATA_DIR": str(tmp_path)})
     assert s.database_url == f"sqlite:///{(tmp_path / 'resimhub.db').resolve()}"
     assert s.embedded_broker and s.redis_url is None
-    assert s.analytics_cache_bytes == 128 * 1_048_576
-    assert load_settings({"RESIMHUB_ANALYTICS_CACHE_MB": "0"}).analytics_cache_bytes == 0
-    assert s.analytics_child and s.analytics_recycle_percent == 10.0
-    inline = load_settings({"RESIMHUB_ANALYTICS_CHILD": "false", "RESIMHUB_ANALYTICS_RECYCLE_PERCENT": "25"})
-    assert not inline.analytics_child and inline.analytics_recycle_percent == 25.0
+    assert s.analytics_memory_mb == 1024 and s.analytics_threads is None
+    tuned = load_settings({"RESIMHUB_ANALYTICS_MEMORY_MB": "256", "RESIMHUB_ANALYTICS_THREADS": "2"})
+    assert tuned.analytics_memory_mb == 256 and tuned.analytics_threads == 2
+    with pytest.raises(SettingsError):
+        load_settings({"RESIMHUB_ANALYTICS_MEMORY_MB": "8"})
 
 
 def test_cluster_urls_are_taken_as_given():
@@ -32,12 +32,10 @@ def test_cluster_urls_are_taken_as_given():
         ("RESIMHUB_RELAY_POLL_INTERVAL", "fast"),
         ("RESIMHUB_LOG_LEVEL", "LOUD"),
         ("RESIMHUB_QUEUE_PREFIX", "a b"),
-        ("RESIMHUB_ANALYTICS_CACHE_MB", "lots"),
-        ("RESIMHUB_ANALYTICS_CACHE_MB", "-1"),
-        ("RESIMHUB_ANALYTICS_CHILD", "maybe"),
-        ("RESIMHUB_ANALYTICS_RECYCLE_PERCENT", "0.5"),
-        ("RESIMHUB_ANALYTICS_RECYCLE_PERCENT", "lots"),
-        ("RESIMHUB_ANALYTICS_RECYCLE_PERCENT", "nan"),
+        ("RESIMHUB_ANALYTICS_MEMORY_MB", "lots"),
+        ("RESIMHUB_ANALYTICS_MEMORY_MB", "-1"),
+        ("RESIMHUB_ANALYTICS_THREADS", "0"),
+        ("RESIMHUB_ANALYTICS_THREADS", "many"),
         ("RESIMHUB_WRITE_RATE", "inf"),
     ],
 )

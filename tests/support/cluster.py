@@ -15,7 +15,7 @@ from api.app import create_app
 from storage.context import Storage, open_storage
 from storage.migrate import upgrade
 from storage.settings import Settings, load_settings
-from tests.support.hubs import Hub, stop_analytics_child
+from tests.support.hubs import Hub
 from tests.support.services import delete_queues, fresh_postgres_database, rabbitmq_url, redis_url
 
 
@@ -80,7 +80,6 @@ def running_cluster(tmp_path, *, workers: int = 1, relay: bool = True, env: dict
             yield cluster
         finally:
             client.close()
-            stop_analytics_child(settings)
             for proc in cluster.processes:
                 with suppress(ProcessLookupError):
                     os.killpg(proc.pid, 15)

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 
 from actors.relay import Relay
 from actors.runtime import Runtime, boot, shutdown
-from api import analytics_reads
 from api.app import create_app
 from storage.context import Storage, open_storage
 from storage.migrate import upgrade
@@ -33,13 +32,6 @@ class Hub:
             body = self.client.get(f"/api/tasks/{task_id}", params={"wait": 5}).json()
             if body["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
                 return body
-
-
-def stop_analytics_child(settings: Settings) -> None:
-    """A TestClient used without ``with`` never runs the app's shutdown, which would stop it."""
-    pool = analytics_reads.for_dir(settings.snapshots_dir)
-    if pool is not None:
-        analytics_reads.disable(pool)
 
 
 def settings_for(tmp_path, **env: str) -> Settings:
@@ -71,7 +63,6 @@ def running_hub(settings: Settings, *, worker: bool = True, relay: bool = True):
         yield Hub(settings=settings, storage=storage, runtime=runtime, client=client, relay=the_relay)
     finally:
         client.close()
-        stop_analytics_child(settings)
         if the_relay is not None:
             the_relay.stop()
         for t in threads:
