@@ -132,7 +132,7 @@ def create_legacy_app(storage: Storage) -> Flask:
 
     @app.get("/task_status/<task_id>")
     def task_status(task_id: str) -> Response:
-        with db.session() as session:
+        with db.reads() as session:  # a poll: no SQLite write lock (storage/db.py)
             return jsonify(task_public(tasks.get(session, task_id)))
 
     from api.legacy_benchmark import benchmark_blueprint

@@ -92,7 +92,7 @@ def benchmark_blueprint(storage: Storage) -> Blueprint:
         body = benchmark.parse_run(_run_payload())
         with db.session() as session:
             evaluation = benchmark.submit(session, body)
-        view = tasks.wait_for(db.sessions, evaluation.task_id, body.wait) if body.wait > 0 else None
+        view = tasks.wait_for(db.reads, evaluation.task_id, body.wait) if body.wait > 0 else None
         status, content, headers = benchmark.submission_answer(evaluation, view)
         return jsonify(content), status, headers
 

@@ -74,6 +74,10 @@ def private_sqlite_file(database_url: str) -> None:
                         candidate, mode, mode & ~0o077)
 
 
+#: Execution option marking a connection that only reads (see ``Database.single_statements``).
+READ_ONLY_OPTION = "resimhub_read_only"
+
+
 def make_engine(database_url: str, *, pool_size: int = 20) -> Engine:
     if database_url.startswith("sqlite"):
         private_sqlite_file(database_url)
@@ -101,7 +105,10 @@ def make_engine(database_url: str, *, pool_size: int = 20) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn) -> None:  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads through Database.single_statements begin deferred: in WAL mode they then take
+            # no write lock, so a crowd of pollers never queues a writer behind it.
+            deferred = conn.get_execution_options().get(READ_ONLY_OPTION)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     # No pre-ping: it costs a round trip per checkout. A connection found dead raises a disconnect
@@ -116,12 +123,16 @@ class Database:
         self.settings = settings
         self.engine = make_engine(settings.database_url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # One statement, no transaction around it: no BEGIN before and no ROLLBACK after, half the
-        # round trips of a plain connection for the read every consumer makes per message. SQLite
-        # keeps the plain engine: its BEGIN IMMEDIATE hook and pysqlite's own transaction handling
-        # do not mix with an autocommit connection.
-        self.single_statements = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
-                                  if self.engine.dialect.name == "postgresql" else self.engine)
+        # Reads that need no transaction of their own. PostgreSQL: autocommit, no BEGIN before and
+        # no ROLLBACK after, half the round trips of a plain connection for the read every consumer
+        # makes per message. SQLite: a deferred BEGIN instead of the write lock every other
+        # transaction takes (pysqlite's own transaction handling does not mix with autocommit).
+        if self.engine.dialect.name == "postgresql":
+            self.single_statements = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            self.single_statements = self.engine.execution_options(**{READ_ONLY_OPTION: True})
+        #: Sessions for reads only (a poll): never hold the SQLite write lock, never write.
+        self.reads = sessionmaker(self.single_statements, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:

@@ -114,7 +114,7 @@ async def run_evaluation(payload: Annotated[Any, Depends(run_payload)], session:
     """Evaluate a stored model for N seeded episodes on a worker; ``wait`` answers inline when done."""
     body = benchmark.parse_run(payload)
     evaluation = await run_in_threadpool(benchmark.submit, session, body)
-    view = await tasks.wait_for_async(storage.db.sessions, evaluation.task_id, body.wait) if body.wait > 0 else None
+    view = await tasks.wait_for_async(storage.db.reads, evaluation.task_id, body.wait) if body.wait > 0 else None
     status, content, headers = benchmark.submission_answer(evaluation, view)
     return JSONResponse(content, status_code=status, headers=headers)
 

@@ -30,3 +30,22 @@ def test_many_waiting_pollers_do_not_block_submissions(tmp_path):
         quick, answered_in, results = asyncio.run(scenario())
         assert quick.status_code == 200 and answered_in < 1.0, f"blocked for {answered_in:.2f}s"
         assert all(r.status_code == 200 and r.json()["status"] == "queued" for r in results)
+
+
+def test_a_poll_answers_while_a_writer_holds_the_sqlite_write_lock(tmp_path):
+    """Polls read without taking SQLite's write lock (a deferred BEGIN in WAL mode), so a long write
+    transaction, or a crowd of pollers, never makes a poll or a writer wait on the other."""
+    import sqlite3
+
+    with running_hub(settings_for(tmp_path), worker=False, relay=False) as hub:
+        task_id = hub.client.post("/api/environments", json={"env_name": "CartPole-v1"}).json()["task_id"]
+        writer = sqlite3.connect(hub.settings.database_url.removeprefix("sqlite:///"), timeout=1)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a long transaction would
+            start = time.monotonic()
+            poll = hub.client.get(f"/api/tasks/{task_id}")
+            assert poll.status_code == 200 and poll.json()["status"] == "queued"
+            assert time.monotonic() - start < 1.0
+        finally:
+            writer.rollback()
+            writer.close()
