@@ -57,26 +57,45 @@ def describe_agent(name: str) -> dict:
     """One agent: what it is, the spaces it trains on, its default budget and every hyperparameter
     with its type, default, bounds and documentation, all read from the agent's own module, so
     what a client is told is what the engine will do."""
-    import gymnasium as gym
-    import numpy as np
-
     from actors.rl.agents import get_agent
     from actors.rl.agents.common import MAX_TOTAL_TIMESTEPS, hyperparameters
     from actors.rl.agents.presets import WITHOUT_PRESET, presets_of
 
     agent = require_known_agent(name)
     module = get_agent(agent)
-    box = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-    probes = {("Box", "Discrete"): (box, gym.spaces.Discrete(2)), ("Box", "Box"): (box, box),
-              ("Discrete", "Discrete"): (gym.spaces.Discrete(4), gym.spaces.Discrete(2))}
-    spaces = [{"observation": obs, "action": act} for (obs, act), pair in probes.items()
-              if module.agent_supports(*pair) is None]
+    probes = [("Box", "Discrete"), ("Box", "Box"), ("Discrete", "Discrete")]
+    spaces = [{"observation": obs, "action": act} for obs, act in probes
+              if module.agent_supports(_space({"type": obs}), _space({"type": act})) is None]
     return {"name": agent, "description": (module.__doc__ or "").strip().split("\n")[0],
             "spaces": spaces, "default_timesteps": module.DEFAULT_TIMESTEPS,
             "max_total_timesteps": MAX_TOTAL_TIMESTEPS, "hyperparameters": hyperparameters(module.Args),
             "presets": [p.describe() for p in presets_of(agent)],
             "without_preset": [{"env_name": env, "reason": why} for (a, env), why in WITHOUT_PRESET.items()
                                if a == agent]}
+
+
+def agent_env_mismatch(agent: str, spec: dict) -> str | None:
+    """Why ``agent`` cannot train on the environment a verification ``spec`` describes (its
+    ``space_to_dict`` spaces), asked of the agent itself, or ``None``."""
+    from actors.rl.agents import get_agent
+
+    spaces = (_space(spec.get("observation_space") or {}), _space(spec.get("action_space") or {}))
+    return get_agent(agent).agent_supports(*spaces)
+
+
+def _space(described: dict):
+    """A stand-in space of the described kind and shape, enough for an agent's ``agent_supports``
+    (which looks at kinds and shapes, never at values); kinds the agents do not take come back as
+    an empty ``Tuple``, which every agent refuses by name."""
+    import gymnasium as gym
+    import numpy as np
+
+    kind = described.get("type")
+    if kind == "Discrete":
+        return gym.spaces.Discrete(int(described.get("n") or 2), start=int(described.get("start") or 0))
+    if kind == "Box":
+        return gym.spaces.Box(-1.0, 1.0, shape=tuple(described.get("shape") or (2,)), dtype=np.float32)
+    return gym.spaces.Tuple(())
 
 
 def check_hyperparams(agent: str, hyperparams: dict) -> dict:

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, Invalid, NotFound
 from api.schemas import ExperimentCreate
 from api.services import environments
-from api.services.catalog import check_hyperparams, require_known_agent
+from api.services.catalog import agent_env_mismatch, check_hyperparams, require_known_agent
 from storage import outbox
 from storage.events import ExperimentCreated, rfc3339
 from storage.experiments import ExperimentStatus
@@ -97,16 +97,9 @@ def check_restated(experiment: Experiment, **stated: str | None) -> None:
 
 
 def _check_agent_fits_env(agent: str, spec: dict) -> None:
-    obs, act = spec.get("observation_space", {}), spec.get("action_space", {})
-    if agent == "QLEARNING" and obs.get("type") != "Discrete":
-        raise Invalid("QLEARNING needs a Discrete observation space; "
-                      f"{spec.get('env_id')} observations are {obs.get('type')}", code="agent_env_mismatch")
-    if agent in ("DQN", "A2C", "QLEARNING") and act.get("type") != "Discrete":
-        raise Invalid(f"{agent} needs a Discrete action space; {spec.get('env_id')} actions are {act.get('type')}",
-                      code="agent_env_mismatch")
-    if agent in ("SAC", "TD3") and act.get("type") != "Box":
-        raise Invalid(f"{agent} needs a Box (continuous) action space; {spec.get('env_id')} actions are "
-                      f"{act.get('type')}", code="agent_env_mismatch")
+    reason = agent_env_mismatch(agent, spec)
+    if reason is not None:
+        raise Invalid(f"{agent} cannot train on {spec.get('env_id')}: {reason}", code="agent_env_mismatch")
 
 
 def get(session: Session, experiment_id: int) -> Experiment:

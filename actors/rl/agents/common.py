@@ -364,7 +364,7 @@ def space_error(observation_space: gym.Space, action_space: gym.Space, *,
     if not isinstance(observation_space, gym.spaces.Box | gym.spaces.Discrete):
         return f"needs a Box or Discrete observation space, got {type(observation_space).__name__}"
     if isinstance(action_space, gym.spaces.Discrete):
-        return None if discrete_actions else "does not support Discrete actions"
+        return None if discrete_actions else "needs a Box action space (Discrete actions are not supported)"
     if isinstance(action_space, gym.spaces.Box):
         if not box_actions:
             return "needs a Discrete action space (Box actions are not supported)"
