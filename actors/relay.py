@@ -99,20 +99,18 @@ class Relay:
                 if self.tracker is not None:
                     self.tracker.expect(row.seq, (m.message_id for m in mine))  # before a worker can finish one
                 messages += mine
-            if self.tracker is not None:
+            if self.tracker is not None:  # marked by settle() once handled, not now
                 try:
                     self.publisher.publish(messages)
                 except BaseException:
                     self.tracker.forget(r.seq for r in rows)
                     raise
                 self._handed_up_to = rows[-1].position
-                session.commit()
-                self.published += len(rows)
-                return len(rows)
-            self.publisher.publish(messages)
-            session.execute(
-                update(_EVENTS).where(_EVENTS.c.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
-            )
+            else:
+                self.publisher.publish(messages)
+                session.execute(
+                    update(_EVENTS).where(_EVENTS.c.seq.in_([r.seq for r in rows])).values(published_at=utcnow())
+                )
             session.commit()
         self.published += len(rows)
         return len(rows)

@@ -95,10 +95,7 @@ class MLPPolicy:
         #: before the network, as the hub's agents train on them and as SB3 preprocesses them.
         self.one_hot = None if one_hot is None else int(one_hot)
         self.obs_shape = () if self.one_hot is not None else tuple(int(s) for s in obs_shape)
-        if self.one_hot is not None:
-            self.n_inputs = self.one_hot
-        else:
-            self.n_inputs = int(np.prod(self.obs_shape, dtype=np.int64)) if self.obs_shape else 1
+        self.n_inputs = self.one_hot if self.one_hot is not None else int(np.prod(self.obs_shape, dtype=np.int64))
         if self.n_inputs != net.sizes[0]:
             what = (f"one-hot observations of {self.one_hot} states" if self.one_hot is not None
                     else f"observations of shape {self.obs_shape} flatten to {self.n_inputs}")
@@ -292,9 +289,10 @@ def check_policy_spaces(policy: Policy, observation_space: Any, action_space: An
     from gymnasium import spaces
 
     obs_kind = type(observation_space).__name__
+    # A network over one-hot states, possibly behind a normalisation wrapper.
+    one_hot = getattr(getattr(policy, "inner", policy), "one_hot", None)
     if isinstance(observation_space, spaces.Discrete):
         n_obs = int(observation_space.n)
-        one_hot = getattr(getattr(policy, "inner", policy), "one_hot", None)
         if getattr(policy, "kind", None) != "tabular" and one_hot is None:
             raise PolicyMismatchError(
                 f"model expects vector observations of {policy.n_inputs} values but {env_id} "
@@ -311,7 +309,7 @@ def check_policy_spaces(policy: Policy, observation_space: Any, action_space: An
             raise PolicyMismatchError(
                 f"model is a Q-table over {policy.n_inputs} discrete states but {env_id} observations "
                 f"have shape {shape}")
-        if getattr(getattr(policy, "inner", policy), "one_hot", None) is not None:
+        if one_hot is not None:
             raise PolicyMismatchError(
                 f"model reads {policy.n_inputs} discrete states (one-hot) but {env_id} observations "
                 f"have shape {shape}")

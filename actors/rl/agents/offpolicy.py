@@ -211,23 +211,14 @@ def run_off_policy(name, learner_cls, env_id, args, seed, total, progress, check
                 if hooks.stopping:
                     stopped = True
                     break
-                # A block here is one gradient step, not an update of thousands of steps as in PPO:
-                # report about every thousand steps; checkpoint and check when they are due.
-                if timesteps >= next_report:
-                    next_report = (timesteps // 1_000 + 1) * 1_000
-                    hooks.report(timesteps, tracker)
                 if hooks.checkpoint_due(timesteps):
                     save()
                 hooks.run_check(timesteps, make_policy)
-                if hooks.stop_requested():
-                    stopped = True
-                    break
-            elif timesteps >= next_report:
+            # A training block here is one gradient step, not an update of thousands of steps as in
+            # PPO, so progress goes out about every thousand steps; a stop is noticed at the top.
+            if timesteps >= next_report:
                 next_report = (timesteps // 1_000 + 1) * 1_000
                 hooks.report(timesteps, tracker)
-                if hooks.stop_requested():
-                    stopped = True
-                    break
         return hooks.finish(timesteps=timesteps, tracker=tracker, save=save, make_policy=make_policy,
                             config=config, stopped=stopped, resumed_from=resumed_from)
     finally:
