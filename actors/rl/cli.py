@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if preset is None:
                 return _fail("train", f"no tuned preset for {args.agent} on {args.env}; "
                                       "GET /api/agents/<agent> lists the presets")
-            chosen = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.hyperparams.items()}
+            chosen = dict(preset.hyperparams)
             timesteps = timesteps or preset.total_timesteps
         hyperparams = resolve_args(agent.Args, {**chosen, **_hyperparams(args.hp)})
         trained = agent.train(args.env, hyperparams, seed=args.seed, total_timesteps=timesteps,
@@ -175,7 +175,7 @@ def _hyperparams(pairs: list[str] | None) -> dict[str, Any]:
             value = json.loads(raw)
         except ValueError:
             value = raw
-        out[name.strip()] = tuple(value) if isinstance(value, list) else value
+        out[name.strip()] = value  # resolve_args turns lists into the dataclass's tuples
     return out
 
 

@@ -214,8 +214,9 @@ def resolve_args(cls: type, args: Any) -> Any:
             raise RLError(f"unknown {cls.__module__.rsplit('.', 1)[-1]} argument(s) {unknown}; "
                           f"known: {sorted(known)}")
         values = {}
+        defaults = cls()
         for key, value in args.items():
-            default = getattr(cls(), key)
+            default = getattr(defaults, key)
             # JSON round trips turn tuples into lists; keep the dataclass's own types.
             if isinstance(default, tuple) and isinstance(value, list):
                 value = tuple(value)
