@@ -9,18 +9,23 @@ with the statistics and then ``SnapshotWritten``; a failed evaluation fails the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from actors.handling import consumer
-from actors.runtime import current
 from analytics import rows as snapshot_rows
 from analytics import snapshots
 from storage import experiments, ledger, outbox, runs, supersession, tasks
+from storage.context import Storage
 from storage.evaluations import EvaluationStatus
 from storage.events import Envelope, EvaluationCompleted, EvaluationFailed, SnapshotWritten
 from storage.models import Environment, Evaluation, Experiment, Task, TrainingRun
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 CONSUMER = "aggregate"
 CURVE_BINS = 20
@@ -28,11 +33,11 @@ SUMMARY_KEYS = ("mean", "std", "median", "min", "max", "iqm", "ci95", "score", "
 
 
 @consumer(CONSUMER)
-def aggregate(envelope: Envelope) -> None:
+def aggregate(runtime: Runtime, envelope: Envelope) -> None:
     event: EvaluationCompleted | EvaluationFailed = envelope.event()  # type: ignore[assignment]
-    storage = current().storage
+    storage = runtime.storage
     if event.experiment_id is None:
-        _snapshot_benchmark(envelope, event)
+        _snapshot_benchmark(storage, envelope, event)
         return
     with storage.db.session() as session:
         experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
@@ -65,9 +70,8 @@ def aggregate(envelope: Envelope) -> None:
         session.commit()
 
 
-def _snapshot_benchmark(envelope: Envelope, event: EvaluationCompleted | EvaluationFailed) -> None:
+def _snapshot_benchmark(storage: Storage, envelope: Envelope, event: EvaluationCompleted | EvaluationFailed) -> None:
     """A benchmark run's task already carries its result; here it joins the Parquet snapshots."""
-    storage = current().storage
     with storage.db.session() as session:
         evaluation = session.get(Evaluation, event.evaluation_id)
         if evaluation is not None:

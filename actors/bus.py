@@ -1,7 +1,9 @@
-"""The Dramatiq bus: which broker, which actors on which queues, with which options.
+"""The Dramatiq bus: which broker, and how an actor is declared on it (queue, limits, retries).
 
-Actors are plain functions declared here on an explicit broker instead of with ``@dramatiq.actor``
-at import time, so importing the code never picks a global broker and tests can build several.
+Actors are plain functions declared on an explicit broker instead of with ``@dramatiq.actor`` at
+import time, so importing the code never picks a global broker and tests can build several. This
+module knows no handler: the routing table (:mod:`actors.consumers`) lists them and
+:func:`actors.runtime.declare_actors` declares them here, each bound to its dependencies.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import dramatiq.errors
+import pika
+import pika.exceptions
+import redis.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from storage.settings import Settings
 
@@ -54,11 +61,6 @@ class ActorSpec:
 
 def transient(exc: BaseException) -> bool:
     """Errors a retry can fix: lost connections to the database, broker or Redis."""
-    import dramatiq.errors
-    import pika.exceptions
-    import redis.exceptions
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
     if isinstance(exc, OperationalError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -79,52 +81,49 @@ def _transient_only(retries: int, exc: BaseException) -> bool:
     return retries < 10 and transient(exc)
 
 
-def actor_specs() -> list[ActorSpec]:
-    from actors import consumers
-
-    return consumers.SPECS
-
-
 def build_broker(settings: Settings) -> dramatiq.Broker:
-    if settings.broker_url:
-        broker: dramatiq.Broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
-        if settings.worker_metrics:
-            # Only worker processes turn this on (RESIMHUB_WORKER_METRICS): the dramatiq CLI then
-            # forks an exporter on $dramatiq_prom_port (9191) serving every worker process's metrics.
-            from dramatiq.middleware.prometheus import Prometheus
+    """RabbitMQ with publisher confirms when ``RESIMHUB_BROKER_URL`` is set, else the in-process stub.
 
-            broker.add_middleware(Prometheus())
-    else:
-        broker = StubBroker()
-    dramatiq.set_broker(broker)
+    Nothing here is made the global broker: every actor is declared on the broker returned.
+    """
+    if not settings.broker_url:
+        return StubBroker()
+    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+    if settings.worker_metrics:
+        # Only worker processes turn this on (RESIMHUB_WORKER_METRICS): the dramatiq CLI then
+        # forks an exporter on $dramatiq_prom_port (9191) serving every worker process's metrics.
+        # Imported here because that module reads its dramatiq_prom_* settings when imported.
+        from dramatiq.middleware.prometheus import Prometheus
+
+        broker.add_middleware(Prometheus())
     return broker
 
 
-def declare_actors(broker: dramatiq.Broker, prefix: str = "") -> dict[str, dramatiq.Actor]:
-    from actors.failures import record_give_up
+def declare(broker: dramatiq.Broker, spec: ActorSpec, fn: Callable[..., Any], prefix: str = "") -> dramatiq.Actor:
+    """``fn`` as the actor ``spec`` describes, on ``prefix + spec.queue``; a message it gives up on
+    goes to :data:`GIVE_UP_ACTOR`."""
+    return dramatiq.Actor(
+        fn,
+        broker=broker,
+        actor_name=spec.name,
+        queue_name=prefix + spec.queue,
+        priority=0,
+        options={
+            "max_retries": spec.max_retries,
+            "time_limit": spec.time_limit_ms,
+            "min_backoff": spec.min_backoff_ms,
+            "max_backoff": spec.max_backoff_ms,
+            "retry_when": _retry_when(spec),
+            "on_retry_exhausted": GIVE_UP_ACTOR,
+        },
+    )
 
-    declared: dict[str, dramatiq.Actor] = {
-        GIVE_UP_ACTOR: dramatiq.Actor(record_give_up, broker=broker, actor_name=GIVE_UP_ACTOR,
-                                      queue_name=prefix + "failures", priority=0,
-                                      options={"max_retries": 10, "time_limit": 60_000, "retry_when": _transient_only})
-    }
-    for spec in actor_specs():
-        declared[spec.name] = dramatiq.Actor(
-            spec.fn,
-            broker=broker,
-            actor_name=spec.name,
-            queue_name=prefix + spec.queue,
-            priority=0,
-            options={
-                "max_retries": spec.max_retries,
-                "time_limit": spec.time_limit_ms,
-                "min_backoff": spec.min_backoff_ms,
-                "max_backoff": spec.max_backoff_ms,
-                "retry_when": _retry_when(spec),
-                "on_retry_exhausted": GIVE_UP_ACTOR,
-            },
-        )
-    return declared
+
+def declare_give_up(broker: dramatiq.Broker, fn: Callable[..., Any], prefix: str = "") -> dramatiq.Actor:
+    """``fn(message, retry_info)`` as :data:`GIVE_UP_ACTOR` on the ``failures`` queue: retried on
+    transient errors only, and giving up on nothing further itself."""
+    return dramatiq.Actor(fn, broker=broker, actor_name=GIVE_UP_ACTOR, queue_name=prefix + "failures", priority=0,
+                          options={"max_retries": 10, "time_limit": 60_000, "retry_when": _transient_only})
 
 
 class BatchPublisher:
@@ -142,8 +141,6 @@ class BatchPublisher:
         self._channel = None
 
     def _tx_channel(self):
-        import pika
-
         if self._channel is None or not self._channel.is_open:
             self.close()
             self._connection = pika.BlockingConnection(self.broker.parameters)
@@ -156,8 +153,6 @@ class BatchPublisher:
             for message in messages:
                 self.broker.enqueue(message)
             return
-        import pika
-
         try:
             for queue in {m.queue_name for m in messages}:
                 self.broker.declare_queue(queue, ensure=True)

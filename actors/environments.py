@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from actors.handling import consumer
-from actors.runtime import current
 from storage import ledger, outbox, tasks
 from storage.events import Envelope, EnvironmentRegistered, EnvironmentRejected, EnvironmentVerified
 from storage.models import Environment, utcnow
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 CONSUMER = "verify_environment"
 
 
 @consumer(CONSUMER)
-def verify_environment(envelope: Envelope) -> None:
+def verify_environment(runtime: Runtime, envelope: Envelope) -> None:
     """Build the env, reset and step it with a seed, and record what it is (or why it is not usable)."""
     from actors.rl.envspec import describe_env
     from actors.rl.errors import RLError
 
     event: EnvironmentRegistered = envelope.event()  # type: ignore[assignment]
-    db = current().storage.db
+    db = runtime.storage.db
     with db.session() as session:
         task = tasks.get(session, event.task_id)
         if task is not None and task.status == "queued":

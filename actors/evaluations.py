@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from actors.bus import transient
 from actors.cancellation import TaskCancelled
 from actors.handling import consumer
-from actors.runtime import current
 from actors.sandboxing import loader_options, open_model
 from storage import evaluations, ledger, tasks
 from storage.db import Database
 from storage.evaluations import EvaluationStatus
 from storage.events import Envelope, EvaluationRequested, rfc3339
 from storage.models import Evaluation, Model, utcnow
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ def _result(event: EvaluationRequested, model_sha256: str, model_format: str, ru
     }
 
 
-def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | None) -> dict:
+def _run(runtime: Runtime, event: EvaluationRequested, job: dict[str, Any], progress: _Progress | None) -> dict:
     from actors.rl.errors import ModelFileError
     from actors.rl.evaluation import evaluate as run_episodes
     from actors.rl.modelfiles import Limits
@@ -92,7 +95,6 @@ def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | 
         raise ModelFileError("model_not_found", f"model {event.model_id} does not exist")
     if job["status"] == "rejected":
         raise ModelFileError("model_rejected", f"model {event.model_id} was rejected: {job['reason']}")
-    runtime = current()
     storage = runtime.storage
     options = {**job["options"], "env_id": event.env_name}
     cancelled = TaskCancelled(storage, event.task_id)
@@ -113,12 +115,10 @@ def _run(event: EvaluationRequested, job: dict[str, Any], progress: _Progress | 
 
 
 @consumer(CONSUMER)
-def evaluate(envelope: Envelope) -> None:
+def evaluate(runtime: Runtime, envelope: Envelope) -> None:
     """Run the requested episodes and store every metric on the evaluation (and the task, if ours)."""
-    from actors.bus import transient
-
     event: EvaluationRequested = envelope.event()  # type: ignore[assignment]
-    db = current().storage.db
+    db = runtime.storage.db
     owns_task = event.experiment_id is None
     with db.session() as session:
         evaluation = session.get(Evaluation, event.evaluation_id)
@@ -136,7 +136,7 @@ def evaluate(envelope: Envelope) -> None:
     progress = _Progress(db, event.task_id) if owns_task else None
     result, error = None, None
     try:
-        result = _run(event, job, progress)
+        result = _run(runtime, event, job, progress)
     except Exception as exc:  # noqa: BLE001 - deterministic failures are recorded, never retried
         if transient(exc):
             raise

@@ -11,10 +11,13 @@ once for the experiment (:mod:`storage.experiments`), so the event log and webho
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from actors.runtime import current
 from storage import evaluations, experiments, ledger, runs, tasks
 from storage.models import Evaluation, Experiment, TrainingRun
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ STEP_ACTORS = frozenset({"verify_environment", "validate_model", "train", "evalu
 EXPERIMENT_STAGES = {"train": "training", "evaluate": "evaluation", "aggregate": "aggregation"}
 
 
-def record_give_up(message: dict, retry_info: dict) -> None:
+def record_give_up(runtime: Runtime, message: dict, retry_info: dict) -> None:
     actor_name = message.get("actor_name", "?")
     args = message.get("args") or []
     event = args[0] if args and isinstance(args[0], dict) else {}
@@ -35,7 +38,7 @@ def record_give_up(message: dict, retry_info: dict) -> None:
     if actor_name not in STEP_ACTORS:
         log.error("%s gave up on %s: %s", actor_name, event.get("id") or args, last_line)
         return
-    with current().storage.db.session() as session:
+    with runtime.storage.db.session() as session:
         if event.get("id") and ledger.seen(session, event["id"], actor_name):
             return  # another delivery did the work (e.g. lost a race on the ledger row)
         error = {"type": "RetriesExhausted", "code": "gave_up", "retryable": False, "celery_type": "RuntimeError",

@@ -5,38 +5,45 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actors.runtime import current
 from storage import ledger
+from storage.context import Storage
 from storage.events import Envelope
 from storage.logs import bound
+
+if TYPE_CHECKING:  # the runtime imports the handlers; they only name it
+    from actors.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def already_handled(envelope: Envelope, consumer: str) -> bool:
+def already_handled(storage: Storage, envelope: Envelope, consumer: str) -> bool:
     # One Core query outside a transaction: this runs for every message, so no ORM session and no
     # BEGIN/ROLLBACK around it.
-    with current().storage.db.single_statements.connect() as conn:
+    with storage.db.single_statements.connect() as conn:
         return ledger.seen_on(conn, envelope.id, consumer)
 
 
-def consumer(name: str) -> Callable[[Callable[[Envelope], Any]], Callable[[dict], None]]:
-    """Wrap ``handler(envelope)`` as an actor function taking the CloudEvents document."""
+Handler = Callable[["Runtime", Envelope], Any]
 
-    def wrap(handler: Callable[[Envelope], Any]) -> Callable[[dict], None]:
-        def actor_fn(event: dict) -> None:
+
+def consumer(name: str) -> Callable[[Handler], Callable[[Runtime, dict], None]]:
+    """Wrap ``handler(runtime, envelope)`` as an actor function ``(runtime, event)`` taking the
+    CloudEvents document; :func:`actors.runtime.declare_actors` binds the runtime."""
+
+    def wrap(handler: Handler) -> Callable[[Runtime, dict], None]:
+        def actor_fn(runtime: Runtime, event: dict) -> None:
             envelope = Envelope.from_cloudevent(event)
             task_id = envelope.data.get("task_id") if isinstance(envelope.data, dict) else None
             # Every line logged while handling carries the event and its task (storage/logs.py).
             with bound(event_id=envelope.id, task_id=task_id):
-                if already_handled(envelope, name):
+                if already_handled(runtime.storage, envelope, name):
                     log.info("%s: %s already handled, skipped", name, envelope.type)
                     return
                 start = time.perf_counter()
                 try:
-                    handler(envelope)
+                    handler(runtime, envelope)
                 except Exception as exc:
                     log.warning("%s: %s failed: %s: %s", name, envelope.type, type(exc).__name__, exc)
                     raise

@@ -11,13 +11,18 @@ validation has no further use on the shared volume.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
+from actors.bus import transient
 from actors.handling import consumer
-from actors.runtime import current
+from actors.sandboxing import loader_options, open_model
 from storage import ledger, outbox, tasks
 from storage.events import Envelope, ModelRejected, ModelUploaded, ModelValidated
 from storage.models import Model
 from storage.views import model_view
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +30,9 @@ CONSUMER = "validate_model"
 
 
 @consumer(CONSUMER)
-def validate_model(envelope: Envelope) -> None:
+def validate_model(runtime: Runtime, envelope: Envelope) -> None:
     """Read the uploaded file into a policy; record it as validated (shapes, manifest) or rejected."""
-    from actors.bus import transient
-    from actors.sandboxing import loader_options, open_model
-
     event: ModelUploaded = envelope.event()  # type: ignore[assignment]
-    runtime = current()
     storage, db = runtime.storage, runtime.storage.db
     with db.session() as session:
         model = session.get(Model, event.model_id)

@@ -17,19 +17,24 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from actors.bus import transient
 from actors.cancellation import TaskCancelled
 from actors.handling import consumer
-from actors.runtime import current
 from storage import experiments, ledger, outbox, runs, tasks
 from storage.artifacts import sha256_file
+from storage.context import Storage
+from storage.db import Database
 from storage.events import Envelope, EvaluationRequested, TrainingProgressed, TrainingRequested
 from storage.models import Environment, Evaluation, Experiment, Model, Task, TrainingRun
 from storage.runs import RunStatus
 from storage.settings import MAX_TRAINING_TIME_LIMIT_S
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +65,13 @@ class _Stopper:
     engine asks inside its inner loops too, at most every ``STOP_POLL_S``, so a cancel or the time
     limit takes effect in about half a second."""
 
-    def __init__(self, task_id: str, episode_budget: int | None, time_limit_s: float) -> None:
+    def __init__(self, storage: Storage, task_id: str, episode_budget: int | None, time_limit_s: float) -> None:
         self.episode_budget = episode_budget
         self.episodes = 0
         self.time_limit_s = time_limit_s
         self.deadline = time.monotonic() + time_limit_s
         self.timed_out = False
-        self._cancelled = TaskCancelled(current().storage, task_id)
+        self._cancelled = TaskCancelled(storage, task_id)
 
     @property
     def cancelled(self) -> bool:
@@ -113,8 +118,9 @@ def _aggregate_progress(session, task: Task, total: int, episode_budget: int | N
 class _Reporter:
     """Turns the engine's progress callbacks into throttled task updates and events."""
 
-    def __init__(self, experiment_id: int, run_id: int, task_id: str, stopper: _Stopper, total: int,
+    def __init__(self, db: Database, experiment_id: int, run_id: int, task_id: str, stopper: _Stopper, total: int,
                  episode_budget: int | None) -> None:
+        self.db = db
         self.experiment_id, self.run_id, self.task_id = experiment_id, run_id, task_id
         self.stopper = stopper
         self.total, self.episode_budget = total, episode_budget
@@ -128,7 +134,7 @@ class _Reporter:
         self._last = now
         latest = None if progress.latest_return is None else float(progress.latest_return)
         try:
-            with current().storage.db.session() as session:
+            with self.db.session() as session:
                 # The task's lock first: another run's update waits and then reads this one's counts,
                 # so the task's progress is computed from every run's latest report.
                 task = tasks.get(session, self.task_id, for_update=True)
@@ -168,12 +174,12 @@ def _budget(experiment: Experiment, environment: Environment | None, default_tim
 
 
 @consumer(CONSUMER)
-def train(envelope: Envelope) -> None:
+def train(runtime: Runtime, envelope: Envelope) -> None:
     """Train one run, save its policy as a model and ask for its evaluation."""
     from actors.rl.agents import get_agent
 
     event: TrainingRequested = envelope.event()  # type: ignore[assignment]
-    storage = current().storage
+    storage = runtime.storage
     with storage.db.session() as session:
         # The experiment's lock first (storage/experiments.py): a cancel committing meanwhile is
         # seen here, instead of this start overwriting the cancelled run, task and experiment.
@@ -202,9 +208,9 @@ def train(envelope: Envelope) -> None:
         env_name, hyperparams, seed = experiment.env_name, dict(experiment.hyperparams or {}), run.seed
         agent_name, exp_id = experiment.agent, experiment.id
 
-    time_limit_s = current().settings.training_time_limit
-    stopper = _Stopper(event.task_id, episode_budget, time_limit_s)
-    reporter = _Reporter(exp_id, event.run_id, event.task_id, stopper, total, episode_budget)
+    time_limit_s = runtime.settings.training_time_limit
+    stopper = _Stopper(storage, event.task_id, episode_budget, time_limit_s)
+    reporter = _Reporter(storage.db, exp_id, event.run_id, event.task_id, stopper, total, episode_budget)
     try:
         result = agent.train(env_name, hyperparams, seed=seed, total_timesteps=total, progress=reporter,
                              checkpoint_path=str(checkpoint), checkpoint_every=max(1000, total // 20),
@@ -213,12 +219,12 @@ def train(envelope: Envelope) -> None:
         if transient(exc):
             raise  # the checkpoint stays; the retried message resumes from it
         log.exception("training run %s failed", event.run_id)
-        _record_failure(envelope, event, exc)
+        _record_failure(storage, envelope, event, exc)
         return
 
     if result.stopped and stopper.timed_out and not stopper.cancelled:
         log.warning("training run %s reached its time limit of %g s", event.run_id, time_limit_s)
-        _record_failure(envelope, event, TrainingTimeLimit(time_limit_s, int(result.timesteps), total),
+        _record_failure(storage, envelope, event, TrainingTimeLimit(time_limit_s, int(result.timesteps), total),
                         code=TrainingTimeLimit.code, result=result)
         return
     if stopper.cancelled:
@@ -231,14 +237,14 @@ def train(envelope: Envelope) -> None:
     if result.resumed_from is not None:
         log.info("training run %s resumed at %d timesteps and finished at %d of %d", event.run_id,
                  result.resumed_from, result.timesteps, total)
-    _record_success(envelope, event, result, agent_name, env_name, checkpoint, (total, episode_budget))
+    _record_success(storage, envelope, event, result, agent_name, env_name, checkpoint, (total, episode_budget))
 
 
-def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception, *, code: str = "training_failed",
-                    result=None) -> None:
+def _record_failure(storage: Storage, envelope: Envelope, event: TrainingRequested, exc: Exception, *,
+                    code: str = "training_failed", result=None) -> None:
     """Fail the run, its task and its experiment; ``result`` is what a stopped run trained."""
     error = tasks.error_document(exc, code=code)
-    with current().storage.db.session() as session:
+    with storage.db.session() as session:
         # The experiment's lock first (storage/experiments.py): runs failing at once emit one ExperimentFailed.
         experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         runs.fail(session, session.get(TrainingRun, event.run_id), error, trained=result)
@@ -249,11 +255,10 @@ def _record_failure(envelope: Envelope, event: TrainingRequested, exc: Exception
         session.commit()
 
 
-def _record_success(envelope: Envelope, event: TrainingRequested, result, agent_name: str, env_name: str,
-                    checkpoint: Path, budget: tuple[int, int | None]) -> None:
+def _record_success(storage: Storage, envelope: Envelope, event: TrainingRequested, result, agent_name: str,
+                    env_name: str, checkpoint: Path, budget: tuple[int, int | None]) -> None:
     from actors.rl.policy import save_policy
 
-    storage = current().storage
     store = storage.artifacts
     model_id = str(uuid.uuid4())
     relative = store.model_path(model_id)

@@ -15,19 +15,24 @@ import json
 import logging
 import random
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+import dramatiq
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from actors import signing, webhook_delivery
 from actors.handling import consumer
-from actors.runtime import current
 from storage import ledger, outbox
 from storage.context import Storage
+from storage.db import Database
 from storage.events import Envelope, WebhookDisabled, WebhookPaused
 from storage.models import EventRecord, WebhookAttempt, WebhookDelivery, WebhookSubscription, utcnow
 from storage.webhooks import INTERNAL_TYPES, TARGETED_TYPES, matches, new_message_id
+
+if TYPE_CHECKING:
+    from actors.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +55,41 @@ RETRY_AFTER_CAP_S = 86_400.0
 JITTER = 0.1
 
 
-def send_delivery(delivery_id: int, token: int, delay_s: float = 0.0) -> None:
-    actor = current().actors[DELIVER]
+def send_delivery(actor: dramatiq.Actor, delivery_id: int, token: int, delay_s: float = 0.0) -> None:
+    """Ask ``actor`` (:data:`DELIVER`) for an attempt of the delivery, ``delay_s`` from now."""
     delay_ms = int(delay_s * 1000)
     actor.send_with_options(args=(delivery_id, token), delay=delay_ms if delay_ms > 0 else None)
 
 
-def _send_all(pending: list[tuple[int, int]]) -> None:
+def _send_all(actor: dramatiq.Actor, pending: list[tuple[int, int]]) -> None:
     for delivery_id, token in pending:
         try:
-            send_delivery(delivery_id, token)
+            send_delivery(actor, delivery_id, token)
         except Exception as exc:  # noqa: BLE001 - the row is committed; the sweep re-sends it
             log.warning("could not enqueue webhook delivery %s (the sweep will): %s", delivery_id, exc)
 
 
 # -- fan-out --------------------------------------------------------------------------------------
 @consumer(FAN_OUT)
-def fan_out_webhooks(envelope: Envelope) -> None:
+def fan_out_webhooks(runtime: Runtime, envelope: Envelope) -> None:
     """Record a pending delivery per active subscription whose patterns match, then enqueue them.
 
     A ping's delivery and a redelivery were recorded by the gateway with the event; here they are
     only enqueued, because the gateway never talks to the bus.
     """
-    db = current().storage.db
+    db, deliver = runtime.storage.db, runtime.actor(DELIVER)
     if envelope.type in INTERNAL_TYPES:
         with db.session() as session:
             delivery = session.get(WebhookDelivery, envelope.data.get("delivery_id"))
             pending = [(delivery.id, delivery.attempts)] if delivery and delivery.status == "pending" else []
-        _send_all(pending)
+        _send_all(deliver, pending)
         return
     if envelope.type in TARGETED_TYPES:
         with db.session() as session:
             rows = session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
                 WebhookDelivery.event_id == envelope.id, WebhookDelivery.status == "pending"))
             pending = [(row.id, row.attempts) for row in rows]
-        _send_all(pending)
+        _send_all(deliver, pending)
         return
 
     with db.session() as session:
@@ -108,7 +113,7 @@ def fan_out_webhooks(envelope: Envelope) -> None:
             session.rollback()
             return
         pending = [(d.id, d.attempts) for d in created]
-    _send_all(pending)
+    _send_all(deliver, pending)
 
 
 # -- delivery -------------------------------------------------------------------------------------
@@ -159,11 +164,10 @@ def envelope_doc(event: EventRecord) -> dict:
     return outbox.envelope_of(event).to_cloudevent()
 
 
-def deliver_webhook(delivery_id: int, token: int) -> None:
+def deliver_webhook(runtime: Runtime, delivery_id: int, token: int) -> None:
     """Make one attempt of a delivery and record it; schedule the next attempt or finish."""
-    runtime = current()
     settings = runtime.settings
-    db = runtime.storage.db
+    db, deliver = runtime.storage.db, runtime.actor(DELIVER)
     with db.session() as session:
         claim = _claim(session, delivery_id, token, utcnow())
         if claim is None:
@@ -173,7 +177,7 @@ def deliver_webhook(delivery_id: int, token: int) -> None:
         if kind == "early":
             session.rollback()
             if detail <= MAX_MESSAGE_DELAY_S:
-                send_delivery(delivery_id, token, detail)
+                send_delivery(deliver, delivery_id, token, detail)
             return
         session.commit()
         if kind == "cancelled":
@@ -185,17 +189,17 @@ def deliver_webhook(delivery_id: int, token: int) -> None:
     outcome = webhook_delivery.post(attempt["url"], attempt["body"], headers,
                                     allow_private=settings.webhook_allow_private)
     if outcome.ok:
-        record_success(delivery_id, attempt["number"], started_at, outcome, attempt["had_failures"])
+        record_success(db, delivery_id, attempt["number"], started_at, outcome, attempt["had_failures"])
         return
-    retry_in = record_outcome(delivery_id, attempt["number"], started_at, outcome,
+    retry_in = record_outcome(db, delivery_id, attempt["number"], started_at, outcome,
                               settings.webhook_retry_schedule)
     if retry_in is not None and retry_in <= MAX_MESSAGE_DELAY_S:
-        _send_later(delivery_id, attempt["number"], retry_in)
+        _send_later(deliver, delivery_id, attempt["number"], retry_in)
 
 
-def _send_later(delivery_id: int, token: int, delay_s: float) -> None:
+def _send_later(actor: dramatiq.Actor, delivery_id: int, token: int, delay_s: float) -> None:
     try:
-        send_delivery(delivery_id, token, delay_s)
+        send_delivery(actor, delivery_id, token, delay_s)
     except Exception as exc:  # noqa: BLE001 - the retry is in the row; the sweep re-sends it
         log.warning("could not schedule webhook delivery %s (the sweep will): %s", delivery_id, exc)
 
@@ -210,11 +214,10 @@ def next_delay(schedule: tuple[float, ...], retries: int, retry_after_s: float |
     return delay
 
 
-def record_success(delivery_id: int, number: int, started_at: datetime, outcome: webhook_delivery.Outcome,
-                   had_failures: bool) -> None:
+def record_success(db: Database, delivery_id: int, number: int, started_at: datetime,
+                   outcome: webhook_delivery.Outcome, had_failures: bool) -> None:
     """The common case in two statements: no row is read, and the subscription is written only if
     it had failures to forget (every delivery of a subscription would otherwise queue on its row)."""
-    db = current().storage.db
     with db.session() as session:
         done = session.execute(
             update(WebhookDelivery)
@@ -237,10 +240,9 @@ def record_success(delivery_id: int, number: int, started_at: datetime, outcome:
         session.commit()
 
 
-def record_outcome(delivery_id: int, number: int, started_at: datetime, outcome: webhook_delivery.Outcome,
-                   schedule: tuple[float, ...]) -> float | None:
+def record_outcome(db: Database, delivery_id: int, number: int, started_at: datetime,
+                   outcome: webhook_delivery.Outcome, schedule: tuple[float, ...]) -> float | None:
     """Log a failed attempt and move the delivery on; returns the delay before the next attempt, if any."""
-    db = current().storage.db
     with db.session() as session:
         delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
         if delivery is None or delivery.attempts != number or delivery.status != "sending":
@@ -348,7 +350,8 @@ def recover(storage: Storage, actors: dict, *, now: datetime | None = None) -> i
     (``sending``, whatever its lease says) is recorded as interrupted; every pending delivery gets its
     message again, delayed until its attempt is due (waits beyond :data:`MAX_MESSAGE_DELAY_S` stay
     with the sweep). Returns the number of deliveries sent again."""
-    if actors.get(DELIVER) is None:
+    actor = actors.get(DELIVER)
+    if actor is None:
         return 0
     now = now or utcnow()
     schedule = storage.settings.webhook_retry_schedule
@@ -366,6 +369,6 @@ def recover(storage: Storage, actors: dict, *, now: datetime | None = None) -> i
         delay = max(0.0, (due - now).total_seconds()) if due is not None else 0.0
         if delay > MAX_MESSAGE_DELAY_S:
             continue
-        send_delivery(delivery_id, token, delay)
+        send_delivery(actor, delivery_id, token, delay)
         sent += 1
     return sent

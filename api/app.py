@@ -6,6 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import dramatiq
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,7 +29,9 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                415: "unsupported_media_type", 429: "rate_limited"}
 
 
-def create_app(storage: Storage) -> FastAPI:
+def create_app(storage: Storage, *, broker: dramatiq.Broker | None = None) -> FastAPI:
+    """The gateway on ``storage``; ``broker`` is the in-process broker of ``resimhub up``, whose
+    queues ``/metrics`` reports (a cluster gateway reads RabbitMQ's from the settings instead)."""
     from api.legacy import create_legacy_app
     from api.routes import (
         agents,
@@ -76,11 +79,11 @@ def create_app(storage: Storage) -> FastAPI:
     app.add_middleware(StrictJsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes,
                        upload_prefixes=UPLOAD_PREFIXES)
-    _install_observability_and_auth(app, storage)
+    _install_observability_and_auth(app, storage, broker)
     return app
 
 
-def _install_observability_and_auth(app: FastAPI, storage: Storage) -> None:
+def _install_observability_and_auth(app: FastAPI, storage: Storage, broker: dramatiq.Broker | None) -> None:
     # Middleware added last runs first: the request id and the metrics see every answer, the key
     # check's refusals included, and CORS (when configured) answers preflights before the key check.
     from api import auth, metrics
@@ -89,7 +92,7 @@ def _install_observability_and_auth(app: FastAPI, storage: Storage) -> None:
 
     app.include_router(keys.router, responses=ERROR_RESPONSES)
     auth.install(app, storage)
-    metrics.install(app, storage)
+    metrics.install(app, storage, broker)
     app.add_middleware(RequestContext)
 
 

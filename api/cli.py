@@ -95,7 +95,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dramatiq import Worker
 
     from actors.relay import Relay
-    from actors.runtime import boot, shutdown
+    from actors.runtime import boot
     from api.app import create_app
     from storage.context import open_storage
     from storage.logs import dict_config
@@ -116,8 +116,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     mode = "RabbitMQ" if settings.broker_url else "embedded broker"
     log.info("ReSimHub up on http://%s:%d (%s, data in %s)", args.host, args.port, mode, settings.data_dir)
     try:
-        uvicorn.run(create_app(storage), host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                    log_config=dict_config(settings.log_level, _log_format(settings, "console")), access_log=False)
+        # The gateway reports the in-process broker's queue depths (api/metrics/queues.py).
+        uvicorn.run(create_app(storage, broker=runtime.broker), host=args.host, port=args.port,
+                    log_level=settings.log_level.lower(), access_log=False,
+                    log_config=dict_config(settings.log_level, _log_format(settings, "console")))
     finally:
         relay.stop()
         relay_thread.join(timeout=5)
@@ -126,7 +128,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             relay.settle()  # what the worker finished while stopping; the rest is sent again next start
         except Exception as exc:  # noqa: BLE001 - the next start sends those events again
             log.warning("could not record the last handled events: %s", exc)
-        shutdown()
+        runtime.close()
     return 0
 
 
@@ -158,7 +160,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_relay(_args: argparse.Namespace) -> int:
     from actors.relay import Relay
-    from actors.runtime import boot, shutdown
+    from actors.runtime import boot
 
     settings = _settings()
     _logging(settings)
@@ -170,7 +172,7 @@ def cmd_relay(_args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        shutdown()
+        runtime.close()
     return 0
 
 
@@ -209,6 +211,7 @@ def _keys_run(fn, settings: Settings | None = None, *, failure: str = "database 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from api.errors import ApiError
+    from api.schemas import ApiKeyPublic
     from api.services import keys
 
     def create(session):
@@ -216,7 +219,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             key, token = keys.create(session, args.name, args.scope)
         except ApiError as exc:
             _refuse(exc.message)
-        return keys.to_public(key), token
+        return ApiKeyPublic.dump(key), token
 
     public, token = _keys_run(create)
     if args.json:
@@ -229,9 +232,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
+    from api.schemas import ApiKeyPublic
     from api.services import keys
 
-    rows = _keys_run(lambda s: [keys.to_public(k) for k in keys.list_all(s, include_revoked=not args.active)])
+    rows = _keys_run(lambda s: [ApiKeyPublic.dump(k) for k in keys.list_all(s, include_revoked=not args.active)])
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -245,11 +249,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from api.errors import NotFound
+    from api.schemas import ApiKeyPublic
     from api.services import keys
 
     def revoke(session):
         try:
-            return keys.to_public(keys.revoke(session, args.key_id))
+            return ApiKeyPublic.dump(keys.revoke(session, args.key_id))
         except NotFound:
             _refuse(f"no API key {args.key_id!r} (see `resimhub keys list`)")
 

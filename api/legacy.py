@@ -13,10 +13,16 @@ from werkzeug.exceptions import HTTPException
 from api import jsonbody
 from api.errors import NUL_MESSAGE, ApiError, error_body, is_nul_refusal, pydantic_details
 from api.responses import accepted
-from api.schemas import EnvironmentCreate, ExperimentCreate, StartTraining
+from api.schemas import (
+    EnvironmentCreate,
+    EnvironmentPublic,
+    ExperimentCreate,
+    ExperimentPublic,
+    StartTraining,
+    TaskPublic,
+)
 from api.services import environments, experiments, tasks, training
 from storage.context import Storage
-from storage.tasks import to_public as task_public
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +96,14 @@ def create_legacy_app(storage: Storage) -> Flask:
     @app.get("/environments")
     def list_environments():
         with db.session() as session:
-            return jsonify([environments.to_public(e) for e in environments.list_all(session, limit=1000)])
+            return jsonify([EnvironmentPublic.dump(e) for e in environments.list_all(session, limit=1000)])
 
     @app.post("/environments")
     def register_environment():
         body = _json_body(EnvironmentCreate)
         with db.session() as session:
             environment, task_id = environments.register(session, body.env_name, body.version)
-            public = environments.to_public(environment)
+            public = EnvironmentPublic.dump(environment)
         if task_id is None:
             return jsonify(public), 200
         content, headers = accepted(task_id, environment_id=public["id"], environment=public)
@@ -106,18 +112,18 @@ def create_legacy_app(storage: Storage) -> Flask:
     @app.get("/experiments")
     def list_experiments():
         with db.session() as session:
-            return jsonify([experiments.to_public(e) for e in experiments.list_all(session, limit=1000)])
+            return jsonify([ExperimentPublic.dump(e) for e in experiments.list_all(session, limit=1000)])
 
     @app.post("/experiments")
     def create_experiment():
         body = _json_body(ExperimentCreate)
         with db.session() as session:
-            return jsonify(experiments.create(session, body)), 201
+            return jsonify(experiments.create(session, body).model_dump(mode="json")), 201
 
     @app.get("/experiments/<int:experiment_id>")
     def get_experiment(experiment_id: int):
         with db.session() as session:
-            return jsonify(experiments.to_public(experiments.get(session, experiment_id)))
+            return jsonify(ExperimentPublic.dump(experiments.get(session, experiment_id)))
 
     @app.post("/start_training")
     def start_training():
@@ -127,13 +133,13 @@ def create_legacy_app(storage: Storage) -> Flask:
                                        algo=body.algo, agent=body.agent)
             experiment, task, runs = training.start(session, body.experiment_id)
             content, headers = accepted(task.id, experiment_id=experiment.id, run_ids=[r.id for r in runs],
-                                        experiment=experiments.to_public(experiment))
+                                        experiment=ExperimentPublic.dump(experiment))
         return jsonify(content), 202, headers
 
     @app.get("/task_status/<task_id>")
     def task_status(task_id: str) -> Response:
         with db.reads() as session:  # a poll: no SQLite write lock (storage/db.py)
-            return jsonify(task_public(tasks.get(session, task_id)))
+            return jsonify(TaskPublic.dump(tasks.get(session, task_id)))
 
     from api.legacy_benchmark import benchmark_blueprint
 

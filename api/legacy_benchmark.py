@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify, request, send_file
 from api import jsonbody
 from api.errors import Invalid, Unsupported
 from api.responses import accepted
+from api.schemas_benchmark import EvaluationPublic, ModelPublic
 from api.services import benchmark, tasks
 from api.services import models as model_service
 from storage.context import Storage
@@ -73,13 +74,13 @@ def benchmark_blueprint(storage: Storage) -> Blueprint:
                                          prefix=request.form.get("prefix"),
                                          action_scaling=request.form.get("action_scaling"),
                                          normalization=normalization.stream if normalization is not None else None)
-            content, headers = accepted(model.task_id, model_id=model.id, model=model_service.to_public(model))
+            content, headers = accepted(model.task_id, model_id=model.id, model=ModelPublic.dump(model))
         return jsonify(content), 202, headers
 
     @bp.get("/models/<model_id>")
     def get_model(model_id: str):
         with db.session() as session:
-            return jsonify(model_service.to_public(model_service.get(session, model_id)))
+            return jsonify(ModelPublic.dump(model_service.get(session, model_id)))
 
     @bp.get("/models/<model_id>/file")
     def download_model(model_id: str):
@@ -99,7 +100,7 @@ def benchmark_blueprint(storage: Storage) -> Blueprint:
     @bp.get("/evaluations/<evaluation_id>")
     def get_evaluation(evaluation_id: str):
         with db.session() as session:
-            return jsonify(benchmark.to_public(benchmark.get(session, evaluation_id)))
+            return jsonify(EvaluationPublic.dump(benchmark.get(session, evaluation_id)))
 
     @bp.get("/recent")
     def recent_results():

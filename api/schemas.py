@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from actors.rl.agents.common import MAX_TOTAL_TIMESTEPS
+from storage.events import rfc3339
+from storage.tasks import public_error
 
 #: Training budgets (docs/agents.md): the engine's own step limit, an episode budget (whose step
 #: allowance the train actor also caps at that limit) and seeds, each a run of its own.
@@ -14,6 +26,34 @@ MAX_TIMESTEPS = MAX_TOTAL_TIMESTEPS
 MAX_EPISODES = 100_000
 MAX_SEEDS = 20
 MAX_SEED = 2**31 - 1
+
+
+#: Every time the API shows: RFC 3339 in UTC with microseconds and a ``Z``, as the events carry it.
+Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
+
+
+class Public(BaseModel):
+    """A response read from a stored row: ``EnvironmentPublic.model_validate(row)`` takes the row's
+    attributes (or a mapping's keys); fields that are not columns are derived by the model."""
+
+    # Every field of a response is always sent, defaults included, and the schema says so.
+    model_config = ConfigDict(from_attributes=True, json_schema_serialization_defaults_required=True)
+
+    @classmethod
+    def dump(cls, row: Any) -> dict[str, Any]:
+        """The JSON-ready view of ``row``, for the Flask routes (jsonify) and the CLI."""
+        return cls.model_validate(row).model_dump(mode="json")
+
+
+def version_of(env_name: str) -> str | None:
+    """The version in a Gymnasium id, as the original ReSimHub API spelled it: ``v1`` for ``CartPole-v1``."""
+    from gymnasium.envs.registration import parse_env_id
+
+    try:
+        version = parse_env_id(env_name)[2]
+    except Exception:  # noqa: BLE001 - not a well-formed id: it has no version to speak of
+        return None
+    return None if version is None else f"v{version}"
 
 
 class Strict(BaseModel):
@@ -35,16 +75,17 @@ class EnvironmentCreate(Strict):
         "Optional, as the original ReSimHub API sent it (\"v1\"); must be the version in env_name"))
 
 
-class EnvironmentPublic(BaseModel):
+class EnvironmentPublic(Public):
     id: int
     env_name: str
-    version: str | None = Field(description="the version in the Gymnasium id (v1 for CartPole-v1)")
+    version: str | None = Field(default_factory=lambda fields: version_of(fields["env_name"]),
+                                description="the version in the Gymnasium id (v1 for CartPole-v1)")
     status: str
     spec: dict[str, Any] | None
     reason: str | None
     task_id: str | None
-    created_at: str
-    verified_at: str | None
+    created_at: Timestamp
+    verified_at: Timestamp | None
 
 
 class ExperimentCreate(Strict):
@@ -100,7 +141,7 @@ class StartTraining(Strict):
     agent: str | None = Field(default=None, min_length=1, max_length=20)
 
 
-class ExperimentPublic(BaseModel):
+class ExperimentPublic(Public):
     id: int
     name: str
     env_name: str
@@ -114,21 +155,34 @@ class ExperimentPublic(BaseModel):
     eval_seed: int
     status: str
     results: dict[str, Any] | None
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @field_validator("seeds", "hyperparams", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return [] if info.field_name == "seeds" else {}
+        return value
 
 
-class TaskPublic(BaseModel):
-    task_id: str
+class TaskPublic(Public):
+    # The polling API's view of a task: GET /api/tasks/{id}, /api/v1/task_status/{id}, a waited-for run.
+    task_id: str = Field(validation_alias=AliasChoices("task_id", "id"))
     kind: str
     subject: str | None
     status: str
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @field_validator("error")
+    @classmethod
+    def _public_part(cls, error: dict[str, Any] | None) -> dict[str, Any] | None:
+        return public_error(error) if error else None  # no traceback, no Celery type
 
 
 class TaskAccepted(BaseModel):
@@ -149,6 +203,34 @@ class TrainingAccepted(TaskAccepted):
     experiment_id: int
     run_ids: list[int] = Field(description="one training run per seed")
     experiment: ExperimentPublic
+
+
+MAX_KEY_NAME = 100
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=MAX_KEY_NAME, description="what the key is for, e.g. ci")
+    scope: Literal["read", "write", "admin"] = Field(description="read ⊂ write ⊂ admin")
+
+
+class ApiKeyPublic(Public):
+    id: str
+    name: str
+    scope: str
+    prefix: str
+    active: bool = Field(validation_alias=AliasChoices("active", "revoked_at"))  # a row has revoked_at
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+    @field_validator("active", mode="before")
+    @classmethod
+    def _until_revoked(cls, value: Any) -> Any:
+        return value if isinstance(value, bool) else value is None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="the secret; shown only in this answer")
 
 
 #: The headers of a 202 (:func:`api.responses.accepted`), declared beside its body.

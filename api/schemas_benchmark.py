@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from api.schemas import MAX_SEED, Strict, TaskAccepted
+from api.schemas import MAX_SEED, Public, Strict, TaskAccepted, Timestamp
+from storage.models import Model
+from storage.views import model_view
 
 MAX_EVAL_EPISODES = 10_000
 MAX_WAIT_S = 60.0
@@ -33,7 +35,11 @@ class EvaluationCreate(Strict):
                         description="block up to this many seconds and answer 200 with the result if it is done")
 
 
-class ModelPublic(BaseModel):
+def _file_url(fields: dict[str, Any]) -> str | None:
+    return None if fields["status"] == "rejected" else f"/benchmark/models/{fields['id']}/file"
+
+
+class ModelPublic(Public):
     id: str
     name: str | None
     source: str
@@ -53,15 +59,22 @@ class ModelPublic(BaseModel):
     task_id: str | None
     experiment_id: int | None
     run_id: int | None
-    created_at: str
+    created_at: Timestamp
     superseded: bool = Field(default=False, description="a later training of the model's experiment completed "
                              "and replaced it; its run no longer counts in statistics or leaderboards")
-    superseded_at: str | None = None
+    superseded_at: Timestamp | None = None
     superseded_by_task_id: str | None = Field(default=None, description="the training task that replaced it")
-    file_url: str | None
+    file_url: str | None = Field(default_factory=_file_url)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _described(cls, data: Any) -> Any:
+        # A row is read through storage.views.model_view, which the validation task's result uses too,
+        # so that the two descriptions of a model cannot drift apart.
+        return model_view(data) if isinstance(data, Model) else data
 
 
-class EvaluationPublic(BaseModel):
+class EvaluationPublic(Public):
     id: str
     model_id: str
     env_name: str
@@ -75,8 +88,8 @@ class EvaluationPublic(BaseModel):
     mean_reward: float | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
-    created_at: str
-    finished_at: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
 
 
 class RecentEvaluation(BaseModel):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ModelWrapValidatorHandler, model_validator
 
-from api.schemas import Strict
+from api.schemas import Public, Strict, Timestamp
+from storage.models import WebhookSubscription
 
 MAX_GRACE_S = 7 * 86_400
 
@@ -34,7 +35,19 @@ class WebhookRotate(Strict):
                                description="how long the old secret keeps signing next to the new one")
 
 
-class WebhookPublic(BaseModel):
+class _SecretExpiry(Public):
+    """Shows ``previous_secret_expires_at`` only while there is a previous secret that signs."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _expiry_of_a_previous_secret(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        view = handler(data)
+        if isinstance(data, WebhookSubscription) and not data.previous_secret:
+            view.previous_secret_expires_at = None
+        return view
+
+
+class WebhookPublic(_SecretExpiry):
     id: int
     url: str
     description: str | None
@@ -43,19 +56,19 @@ class WebhookPublic(BaseModel):
     status_reason: str | None
     pause_after_failures: int
     consecutive_failures: int
-    previous_secret_expires_at: str | None
-    created_at: str
-    updated_at: str
+    previous_secret_expires_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class WebhookCreated(WebhookPublic):
     secret: str = Field(description="whsec_… signing secret; shown only in this answer")
 
 
-class WebhookSecret(BaseModel):
+class WebhookSecret(_SecretExpiry):
     id: int
     secret: str
-    previous_secret_expires_at: str | None
+    previous_secret_expires_at: Timestamp | None
 
 
 class WebhookAttemptPublic(BaseModel):

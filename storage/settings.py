@@ -1,18 +1,25 @@
 """Settings read from ``RESIMHUB_*`` environment variables.
 
-They are read once, by whoever starts a process (the CLI, a worker entry point, a test), and passed
-down explicitly; nothing reads the environment at import time, so tests can build as many differently
-configured apps in one process as they like.
+They are read once, by whoever starts a process (the CLI, a worker entry point, a test), with
+:func:`load_settings`, and passed down explicitly; nothing reads the environment at import time or
+when a :class:`Settings` is built from keywords, so tests can build as many differently configured
+apps in one process as they like.
+
+Each setting is declared once below, with its type, default, bounds and meaning; the variable is
+``RESIMHUB_`` and the field's name in capitals unless the field says otherwise. Values are taken
+with surrounding whitespace removed, and an empty value means the variable is unset.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class SettingsError(ValueError):
@@ -32,53 +39,136 @@ DEFAULT_TRAINING_TIME_LIMIT_S = 6 * 3600.0
 #: The most that setting may be; the train actor's Dramatiq time limit is a backstop just above it.
 MAX_TRAINING_TIME_LIMIT_S = 7 * 86_400.0
 
+PREFIX = "RESIMHUB_"
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgres")
+_BROKER_SCHEMES = ("amqp", "amqps")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path = Path(".resimhub")
-    database_url: str = ""
-    broker_url: str | None = None
-    redis_url: str | None = None
-    #: Prefix for every queue name, so several hubs (or test runs) can share one RabbitMQ.
-    queue_prefix: str = ""
-    #: Seconds a Celery-compatible result document lives in Redis.
-    result_ttl: int = 86_400
-    max_body_bytes: int = 1_048_576
-    max_upload_bytes: int = 64 * 1_048_576
-    relay_poll_interval: float = 1.0
-    relay_batch_size: int = 500
-    worker_threads: int = 2
-    log_level: str = "INFO"
-    #: ``json`` or ``console``; None lets the process choose (console for ``resimhub up``, else json).
-    log_format: str | None = None
-    #: ``auto``: API keys required when the gateway binds a non-loopback address, optional on loopback;
-    #: ``required``: always; ``off``: never checked (refused off loopback). See docs/operations.md.
-    auth: str = "auto"
-    #: Per-key token bucket for writes: tokens added per second (0 turns the limit off) and its size.
-    write_rate: float = 5.0
-    write_burst: int = 20
-    #: Origins allowed to call the API from a browser; empty means no CORS headers at all.
-    cors_origins: tuple[str, ...] = ()
-    #: Add Dramatiq's Prometheus middleware (an exporter on :9191) to RabbitMQ worker processes.
-    worker_metrics: bool = False
-    #: Seconds to wait before each webhook retry; one entry per retry (see docs/webhooks.md).
-    webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
-    #: Let webhooks reach loopback, private and link-local addresses (tests, local development).
-    webhook_allow_private: bool = False
-    #: DuckDB's memory limit (MiB) for a process's analytics reads (it spills beyond it); see analytics/engine.py.
-    analytics_memory_mb: int = 1024
-    #: DuckDB's threads for analytics reads; ``None``: one per CPU.
-    analytics_threads: int | None = None
-    #: Limits of the process an uploaded policy runs in (``RESIMHUB_SANDBOX_*``); ``None`` keeps the
-    #: defaults of :class:`actors.rl.sandbox.SandboxLimits`, which owns them and says why.
-    sandbox_memory_mb: int | None = None
-    sandbox_cpu_seconds: int | None = None
-    sandbox_load_timeout_s: float | None = None
-    sandbox_step_timeout_s: float | None = None
-    sandbox_evaluation_timeout_s: float | None = None
-    #: Seconds one training run (one attempt of one seed) may train before it fails (see above).
-    training_time_limit: float = DEFAULT_TRAINING_TIME_LIMIT_S
-    extra: dict = field(default_factory=dict)
+RetryDelay = Annotated[float, Field(ge=0, le=MAX_WEBHOOK_RETRY_DELAY_S)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,  # nan and inf are refused wherever a number is expected
+        enable_decoding=False,  # lists are comma-separated text, not JSON (see the validators)
+        populate_by_name=True,  # a field with its own variable name is still built by its name
+    )
+
+    data_dir: Path = Field(Path(".resimhub"), description="SQLite file, artifacts and snapshots")
+    database_url: str = Field("", description="sqlite:// or postgresql+psycopg2:// (postgres:// is taken as the "
+                              "latter); empty: the SQLite file in data_dir")
+    broker_url: str | None = Field(None, description="amqp:// for RabbitMQ; unset: the in-process broker")
+    redis_url: str | None = Field(None, description="redis://, rediss:// or unix://; mirrors task states "
+                                  "Celery-compatibly")
+    queue_prefix: str = Field("", description="prefix for every queue name, so several hubs (or test runs) "
+                              "can share one RabbitMQ: letters, digits, '-', '_' and '.'")
+    result_ttl: int = Field(86_400, ge=1, description="seconds a Celery-compatible result document lives in Redis")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body")
+    max_upload_bytes: int = Field(64 * 1_048_576, ge=1024, description="largest model upload")
+    relay_poll_interval: float = Field(1.0, ge=0.01, description="the relay's backstop polling period (s)")
+    relay_batch_size: int = Field(500, ge=1, description="events a relay publishes per pass")
+    worker_threads: int = Field(2, ge=1, description="worker threads inside `resimhub up`")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="any case")
+    log_format: Literal["json", "console"] | None = Field(None, description="None lets the process choose: "
+                                                          "console for `resimhub up`, json otherwise")
+    auth: Literal["auto", "required", "off"] = Field("auto", description=(
+        "auto: API keys required when the gateway binds a non-loopback address, optional on loopback; "
+        "required: always; off: never checked (refused off loopback). See docs/operations.md."))
+    write_rate: float = Field(5.0, ge=0.0, description="per-key token bucket for writes: tokens added per second "
+                              "(0 turns the limit off)")
+    write_burst: int = Field(20, ge=1, description="that bucket's size")
+    cors_origins: tuple[str, ...] = Field((), description="comma-separated origins allowed to call the API from a "
+                                          "browser (https://app.example.org or *); empty: no CORS headers at all")
+    worker_metrics: bool = Field(False, description="add Dramatiq's Prometheus middleware (an exporter on :9191) "
+                                 "to RabbitMQ worker processes")
+    webhook_retry_schedule: tuple[RetryDelay, ...] = Field(
+        DEFAULT_WEBHOOK_RETRY_SCHEDULE, max_length=MAX_WEBHOOK_RETRIES,
+        description="comma-separated seconds to wait before each webhook retry, one per retry (docs/webhooks.md)")
+    webhook_allow_private: bool = Field(False, description="let webhooks reach loopback, private and link-local "
+                                        "addresses (tests, local development)")
+    analytics_memory_mb: int = Field(1024, ge=64, description="DuckDB's memory limit (MiB) for a process's "
+                                     "analytics reads (it spills beyond it); see analytics/engine.py")
+    analytics_threads: int | None = Field(None, ge=1, description="DuckDB's threads for analytics reads; "
+                                          "None: one per CPU")
+    # Limits of the process an uploaded policy runs in; None keeps the defaults of
+    # actors.rl.sandbox.SandboxLimits, which owns them and says why.
+    sandbox_memory_mb: int | None = Field(None, ge=256, description="address space of the sandbox (MiB)")
+    sandbox_cpu_seconds: int | None = Field(None, ge=1, description="CPU seconds the sandbox may use")
+    sandbox_load_timeout_s: float | None = Field(None, ge=0.1, validation_alias="RESIMHUB_SANDBOX_LOAD_TIMEOUT",
+                                                 description="seconds to read a model and build its network")
+    sandbox_step_timeout_s: float | None = Field(None, ge=0.01, validation_alias="RESIMHUB_SANDBOX_STEP_TIMEOUT",
+                                                 description="seconds for one batched forward pass")
+    sandbox_evaluation_timeout_s: float | None = Field(
+        None, ge=1.0, validation_alias="RESIMHUB_SANDBOX_EVALUATION_TIMEOUT",
+        description="seconds for a whole evaluation, loading included")
+    training_time_limit: float = Field(DEFAULT_TRAINING_TIME_LIMIT_S, ge=1.0, le=MAX_TRAINING_TIME_LIMIT_S,
+                                       description="seconds one training run (one attempt of one seed) may train "
+                                       "before it fails with training_time_limit, keeping its checkpoint")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **_others: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the keywords given: the environment is read by load_settings, never behind a caller's back.
+        return (init_settings,)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            data_dir = info.data.get("data_dir", Path(".resimhub"))
+            return f"sqlite:///{(data_dir / 'resimhub.db').resolve()}"
+        _check_scheme(value, _DATABASE_SCHEMES)
+        if value.startswith("postgres://"):
+            return "postgresql+psycopg2://" + value[len("postgres://"):]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        return _check_scheme(value, _BROKER_SCHEMES) if value else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _check_scheme(value, _REDIS_SCHEMES) if value else None
+
+    @field_validator("queue_prefix")
+    @classmethod
+    def _queue_prefix(cls, value: str) -> str:
+        if value and not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("log_level", "log_format", "auth", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        parts = value.split(",") if isinstance(value, str) else value
+        origins = tuple(part.strip().rstrip("/") for part in parts if part.strip())
+        for origin in origins:
+            parsed = urlparse(origin)
+            if origin != "*" and (parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path):
+                raise ValueError(f"holds {origin!r}, which is not an origin like https://app.example.org or *")
+        return origins
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(value.split(",")) if isinstance(value, str) else value
 
     @property
     def artifacts_dir(self) -> Path:
@@ -96,151 +186,69 @@ class Settings:
     def embedded_broker(self) -> bool:
         return not self.broker_url
 
-    def with_overrides(self, **changes) -> Settings:
-        return replace(self, **changes)
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated again, so every bound still holds."""
+        return type(self)(**{**self.model_dump(), **changes})
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
-    return value
+def _check_scheme(url: str, schemes: tuple[str, ...]) -> str:
+    if urlparse(url).scheme not in schemes:
+        raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}")
+    return url
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0,
-           maximum: float = math.inf) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name}={raw!r} is not a finite number")
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
-    if value > maximum:
-        raise SettingsError(f"{name}={raw!r} must be at most {maximum:g}")
-    return value
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reading of ``RESIMHUB_*`` variables (prefix, per-field names), over the
+    mapping given rather than ``os.environ``; values are stripped and blank ones left out."""
 
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.given = {name: value.strip() for name, value in environ.items()
+                      if name.startswith(PREFIX) and value.strip()}
+        super().__init__(Settings)
 
-def _optional(parse, env: Mapping[str, str], name: str, minimum):
-    """``parse``'s value, or ``None`` when the variable is unset (the owner's default applies)."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    return parse(env, name, 0, minimum=minimum)
-
-
-def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    parsed = urlparse(raw)
-    if parsed.scheme not in schemes:
-        raise SettingsError(f"{name}={raw!r} must be a URL with scheme {' or '.join(schemes)}")
-    return raw
-
-
-def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        delays = tuple(float(part) for part in raw.split(","))
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} must be comma-separated seconds, e.g. 5,30,120") from None
-    if len(delays) > MAX_WEBHOOK_RETRIES:
-        raise SettingsError(f"{name}={raw!r} has {len(delays)} retries; at most {MAX_WEBHOOK_RETRIES} are allowed")
-    if any(not 0 <= d <= MAX_WEBHOOK_RETRY_DELAY_S for d in delays):
-        raise SettingsError(f"{name}={raw!r}: every delay must be between 0 and {MAX_WEBHOOK_RETRY_DELAY_S} seconds")
-    return delays
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(f"{name}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
-
-
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str | None) -> str | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value not in choices:
-        raise SettingsError(f"{name}={raw!r} must be {' or '.join(choices)}")
-    return value
-
-
-def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    raw = env.get(name) or ""
-    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
-    for origin in origins:
-        parsed = urlparse(origin)
-        if origin != "*" and (parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path):
-            raise SettingsError(f"{name}: {origin!r} is not an origin like https://app.example.org or *")
-    return origins
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # As EnvSettingsSource keeps os.environ: by lower-case name (the settings are case-insensitive
+        # to pydantic-settings; only upper-case RESIMHUB_ names were taken above).
+        return {name.lower(): value for name, value in self.given.items()}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``env`` (default: ``os.environ``); raises :class:`SettingsError`."""
-    env = os.environ if env is None else env
-    data_dir = Path(env.get("RESIMHUB_DATA_DIR") or ".resimhub").expanduser()
-    database_url = _url(
-        env, "RESIMHUB_DATABASE_URL", ("sqlite", "postgresql", "postgresql+psycopg2", "postgres")
-    )
-    if database_url is None:
-        database_url = f"sqlite:///{(data_dir / 'resimhub.db').resolve()}"
-    elif database_url.startswith("postgres://"):
-        database_url = "postgresql+psycopg2://" + database_url[len("postgres://"):]
-    log_level = (env.get("RESIMHUB_LOG_LEVEL") or "INFO").upper()
-    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise SettingsError(f"RESIMHUB_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
-    prefix = env.get("RESIMHUB_QUEUE_PREFIX", "")
-    if prefix and not prefix.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise SettingsError(f"RESIMHUB_QUEUE_PREFIX={prefix!r} may hold only letters, digits, '-', '_' and '.'")
-    return Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        broker_url=_url(env, "RESIMHUB_BROKER_URL", ("amqp", "amqps")),
-        redis_url=_url(env, "RESIMHUB_REDIS_URL", ("redis", "rediss", "unix")),
-        queue_prefix=prefix,
-        result_ttl=_int(env, "RESIMHUB_RESULT_TTL", 86_400, minimum=1),
-        max_body_bytes=_int(env, "RESIMHUB_MAX_BODY_BYTES", 1_048_576, minimum=1024),
-        max_upload_bytes=_int(env, "RESIMHUB_MAX_UPLOAD_BYTES", 64 * 1_048_576, minimum=1024),
-        relay_poll_interval=_float(env, "RESIMHUB_RELAY_POLL_INTERVAL", 1.0, minimum=0.01),
-        relay_batch_size=_int(env, "RESIMHUB_RELAY_BATCH_SIZE", 500, minimum=1),
-        worker_threads=_int(env, "RESIMHUB_WORKER_THREADS", 2, minimum=1),
-        log_level=log_level,
-        log_format=_choice(env, "RESIMHUB_LOG_FORMAT", ("json", "console"), None),
-        auth=_choice(env, "RESIMHUB_AUTH", ("auto", "required", "off"), "auto"),
-        write_rate=_float(env, "RESIMHUB_WRITE_RATE", 5.0),
-        write_burst=_int(env, "RESIMHUB_WRITE_BURST", 20, minimum=1),
-        cors_origins=_origins(env, "RESIMHUB_CORS_ORIGINS"),
-        worker_metrics=_bool(env, "RESIMHUB_WORKER_METRICS", False),
-        webhook_retry_schedule=_schedule(env, "RESIMHUB_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
-        webhook_allow_private=_bool(env, "RESIMHUB_WEBHOOK_ALLOW_PRIVATE", False),
-        analytics_memory_mb=_int(env, "RESIMHUB_ANALYTICS_MEMORY_MB", 1024, minimum=64),
-        analytics_threads=_optional(_int, env, "RESIMHUB_ANALYTICS_THREADS", minimum=1),
-        sandbox_memory_mb=_optional(_int, env, "RESIMHUB_SANDBOX_MEMORY_MB", minimum=256),
-        sandbox_cpu_seconds=_optional(_int, env, "RESIMHUB_SANDBOX_CPU_SECONDS", minimum=1),
-        sandbox_load_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_LOAD_TIMEOUT", minimum=0.1),
-        sandbox_step_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_STEP_TIMEOUT", minimum=0.01),
-        sandbox_evaluation_timeout_s=_optional(_float, env, "RESIMHUB_SANDBOX_EVALUATION_TIMEOUT", minimum=1.0),
-        training_time_limit=_float(env, "RESIMHUB_TRAINING_TIME_LIMIT", DEFAULT_TRAINING_TIME_LIMIT_S, minimum=1.0,
-                                   maximum=MAX_TRAINING_TIME_LIMIT_S),
-    )
+    source = _Environment(os.environ if env is None else env)
+    try:
+        return Settings(**source())
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc.errors()[0], source.given)) from None
+
+
+def variable(field_name: str) -> str:
+    """The environment variable of a setting."""
+    alias = Settings.model_fields[field_name].validation_alias
+    return alias if isinstance(alias, str) else PREFIX + field_name.upper()
+
+
+#: How each of pydantic's error types reads after ``RESIMHUB_X='value'``; ``{…}`` from the error's context.
+_PROBLEMS = {
+    "int_parsing": "is not an integer",
+    "int_from_float": "is not an integer",
+    "float_parsing": "is not a number",
+    "finite_number": "is not a finite number",
+    "greater_than_equal": "must be at least {ge:g}",
+    "less_than_equal": "must be at most {le:g}",
+    "bool_parsing": "must be 1 or 0 (true/false, yes/no, on/off)",
+    "too_long": "has {actual_length} values; at most {max_length} are allowed",
+    "literal_error": "must be {choices}",
+    "value_error": "{error}",
+}
+
+
+def _one_line(error: Any, environ: Mapping[str, str]) -> str:
+    """``RESIMHUB_X='value' <what is wrong>`` for one of pydantic's errors."""
+    field, *where = error["loc"]
+    name = field if field.startswith(PREFIX) else variable(field)
+    ctx = error.get("ctx") or {}
+    choices = str(ctx.get("expected", "")).replace("'", "")  # 'a', 'b' or 'c' -> a, b or c
+    problem = _PROBLEMS.get(error["type"], error["msg"]).format(**ctx, choices=choices)
+    if where:  # one value of a comma-separated list
+        problem = f"value {where[0] + 1} {problem}"
+    return f"{name}={environ.get(name, error.get('input'))!r} {problem}".replace("\n", " ")

@@ -18,7 +18,6 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.events import rfc3339
 from storage.models import Task, utcnow
 
 if TYPE_CHECKING:  # the channel imports TaskStatus from here
@@ -171,20 +170,3 @@ def cancel(session: Session, task: Task) -> Task:
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
     """What of an error document clients see: in the API, on events and on the rows they read."""
     return {k: error[k] for k in PUBLIC_ERROR_FIELDS if k in error}
-
-
-def to_public(task: Task) -> dict[str, Any]:
-    """The polling API's view of a task."""
-    error = public_error(task.error) if task.error else None
-    return {
-        "task_id": task.id,
-        "kind": task.kind,
-        "subject": task.subject,
-        "status": task.status,
-        "progress": task.progress,
-        "result": task.result,
-        "error": error,
-        "created_at": rfc3339(task.created_at),
-        "started_at": rfc3339(task.started_at) if task.started_at else None,
-        "finished_at": rfc3339(task.finished_at) if task.finished_at else None,
-    }

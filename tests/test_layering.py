@@ -2,12 +2,16 @@
 RL engine's catalogues, and analytics for its read-only API), actors → storage + RL engine, the RL
 engine → nothing of ours, analytics → snapshots (and storage, to rebuild them) and the engine's
 statistics only.
-Also: importing any module connects to nothing and reads no settings."""
+Also: no import cycle inside a package, and importing any module connects to nothing and reads no
+settings."""
 
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +44,76 @@ def _imports(path: Path):
             yield node.module
 
 
+def _module_name(path: Path) -> str:
+    name = path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+    return name.removesuffix(".__init__")
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _run_at_import(statements) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements that run when the module is imported: not those inside functions, nor
+    those under ``if TYPE_CHECKING:``, which only serve annotations."""
+    for node in statements:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from _run_at_import(node.orelse)
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            children = ast.iter_child_nodes(node)  # the bodies of if, try, with, class, ...
+            yield from _run_at_import(c for c in children if isinstance(c, ast.stmt | ast.excepthandler))
+
+
+def _module_level_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that importing ``path`` imports; ``from a import b`` imports the
+    module ``a.b`` when there is one."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found = set()
+    for node in _run_at_import(ast.parse(path.read_text()).body):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+            continue
+        base = node.module or ""
+        if node.level:
+            parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+            base = ".".join([*parent, *([node.module] if node.module else [])])
+        found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+    return (found & modules) - {here}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
 def _first_party(module: str) -> str | None:
     if module.startswith("actors.rl"):
         return "actors.rl"
@@ -60,6 +134,16 @@ def test_dependencies_point_one_way():
                 if target is not None and target not in allowed:
                     violations.append(f"{rel} imports {module}")
     assert violations == []
+
+
+@pytest.mark.parametrize("package", FIRST_PARTY)
+def test_no_import_cycle_inside_a_package(package):
+    """Counting the imports that run when a module is imported (not those inside functions, nor under
+    ``if TYPE_CHECKING``): in a cycle, whether an import works depends on which module came first."""
+    paths = [p for p in (ROOT / package).rglob("*.py") if "/migrations/" not in p.as_posix()]
+    modules = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _module_level_imports(p, modules) for p in paths}
+    assert _cycles(graph) == []
 
 
 def test_analytics_takes_only_the_statistics_from_the_engine():

@@ -87,13 +87,13 @@ def upload_model(
                                  env_name=env_name, activation=activation, name=name, prefix=prefix,
                                  action_scaling=action_scaling,
                                  normalization=normalization.file if normalization is not None else None)
-    content, headers = accepted(model.task_id, model_id=model.id, model=model_service.to_public(model))
+    content, headers = accepted(model.task_id, model_id=model.id, model=ModelPublic.dump(model))
     return JSONResponse(content, status_code=202, headers=headers)
 
 
 @router.get("/models/{model_id}")
 def get_model(model_id: str, session: SessionDep) -> ModelPublic:
-    return model_service.to_public(model_service.get(session, model_id))
+    return ModelPublic.model_validate(model_service.get(session, model_id))
 
 
 @router.get("/models/{model_id}/file", response_class=FileResponse,
@@ -121,7 +121,7 @@ async def run_evaluation(payload: Annotated[Any, Depends(run_payload)], session:
 
 @router.get("/evaluations/{evaluation_id}")
 def get_evaluation(evaluation_id: str, session: SessionDep) -> EvaluationPublic:
-    return benchmark.to_public(benchmark.get(session, evaluation_id))
+    return EvaluationPublic.model_validate(benchmark.get(session, evaluation_id))
 
 
 @router.get("/recent")

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/environments", tags=["environments"])
 def register_environment(body: EnvironmentCreate, session: SessionDep) -> JSONResponse:
     """Register a Gymnasium id; a worker builds and steps it, poll the returned task for the result."""
     environment, task_id = environments.register(session, body.env_name, body.version)
-    public = environments.to_public(environment)
+    public = EnvironmentPublic.dump(environment)
     if task_id is None:
         return JSONResponse(public, status_code=200)
     content, headers = accepted(task_id, environment_id=environment.id, environment=public)
@@ -27,9 +27,9 @@ def register_environment(body: EnvironmentCreate, session: SessionDep) -> JSONRe
 @router.get("")
 def list_environments(session: SessionDep, limit: int = Query(100, ge=1, le=1000),
                       offset: int = Query(0, ge=0)) -> list[EnvironmentPublic]:
-    return [environments.to_public(e) for e in environments.list_all(session, limit=limit, offset=offset)]
+    return [EnvironmentPublic.model_validate(e) for e in environments.list_all(session, limit=limit, offset=offset)]
 
 
 @router.get("/{environment_id}")
 def get_environment(environment_id: int, session: SessionDep) -> EnvironmentPublic:
-    return environments.to_public(environments.get(session, environment_id))
+    return EnvironmentPublic.model_validate(environments.get(session, environment_id))

@@ -22,9 +22,9 @@ async def create_experiment(body: ExperimentCreate, session: SessionDep) -> Expe
 def list_experiments(session: SessionDep, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                      status: str | None = Query(None, max_length=20)) -> list[ExperimentPublic]:
     rows = experiments.list_all(session, limit=limit, offset=offset, status=status)
-    return [experiments.to_public(e) for e in rows]
+    return [ExperimentPublic.model_validate(e) for e in rows]
 
 
 @router.get("/{experiment_id}")
 def get_experiment(experiment_id: int, session: SessionDep) -> ExperimentPublic:
-    return experiments.to_public(experiments.get(session, experiment_id))
+    return ExperimentPublic.model_validate(experiments.get(session, experiment_id))

@@ -5,9 +5,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep
 from api.responses import accepted
-from api.schemas import ACCEPTED_HEADERS, TaskPublic, TrainingAccepted
-from api.services import experiments, training
-from storage.tasks import to_public
+from api.schemas import ACCEPTED_HEADERS, ExperimentPublic, TaskPublic, TrainingAccepted
+from api.services import training
 
 router = APIRouter(tags=["training"])
 
@@ -18,11 +17,11 @@ def start_training(experiment_id: int, session: SessionDep) -> JSONResponse:
     """Queue one training run per seed; poll the task for progress and the aggregated result."""
     experiment, task, runs = training.start(session, experiment_id)
     content, headers = accepted(task.id, experiment_id=experiment.id, run_ids=[r.id for r in runs],
-                                experiment=experiments.to_public(experiment))
+                                experiment=ExperimentPublic.dump(experiment))
     return JSONResponse(content, status_code=202, headers=headers)
 
 
 @router.post("/api/tasks/{task_id}/cancel")
 def cancel_task(task_id: str, session: SessionDep) -> TaskPublic:
     """Cancel a queued or running task."""
-    return to_public(training.cancel(session, task_id))
+    return TaskPublic.model_validate(training.cancel(session, task_id))

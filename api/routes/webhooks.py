@@ -28,26 +28,26 @@ def create_webhook(body: WebhookCreate, session: SessionDep, storage: StorageDep
     """Subscribe a URL to event types; the answer holds the signing secret, which is never shown again."""
     sub, secret = webhooks.create(session, storage.settings, url=body.url, event_types=body.event_types,
                                   description=body.description, pause_after_failures=body.pause_after_failures)
-    return JSONResponse({**webhooks.to_public(sub), "secret": secret}, status_code=201,
+    return JSONResponse({**WebhookPublic.dump(sub), "secret": secret}, status_code=201,
                         headers={"Location": f"/api/webhooks/{sub.id}"})
 
 
 @router.get("")
 def list_webhooks(session: SessionDep, limit: int = Query(100, ge=1, le=1000),
                   offset: int = Query(0, ge=0)) -> list[WebhookPublic]:
-    return [webhooks.to_public(s) for s in webhooks.list_all(session, limit=limit, offset=offset)]
+    return [WebhookPublic.model_validate(s) for s in webhooks.list_all(session, limit=limit, offset=offset)]
 
 
 @router.get("/{webhook_id}")
 def get_webhook(webhook_id: int, session: SessionDep) -> WebhookPublic:
-    return webhooks.to_public(webhooks.get(session, webhook_id))
+    return WebhookPublic.model_validate(webhooks.get(session, webhook_id))
 
 
 @router.patch("/{webhook_id}")
 def update_webhook(webhook_id: int, body: WebhookUpdate, session: SessionDep, storage: StorageDep) -> WebhookPublic:
     """Change the URL, types or description, or pause and resume (resuming also re-enables after a 410)."""
     changes = body.model_dump(exclude_unset=True)
-    return webhooks.to_public(webhooks.update(session, storage.settings, webhook_id, changes))
+    return WebhookPublic.model_validate(webhooks.update(session, storage.settings, webhook_id, changes))
 
 
 @router.delete("/{webhook_id}", status_code=204)
@@ -60,8 +60,7 @@ def delete_webhook(webhook_id: int, session: SessionDep) -> Response:
 def rotate_secret(webhook_id: int, session: SessionDep, body: WebhookRotate | None = None) -> WebhookSecret:
     """A new secret; the old one signs alongside it for ``grace_seconds`` (default a day)."""
     sub = webhooks.rotate_secret(session, webhook_id, (body or WebhookRotate()).grace_seconds)
-    public = webhooks.to_public(sub)
-    return WebhookSecret(id=sub.id, secret=sub.secret, previous_secret_expires_at=public["previous_secret_expires_at"])
+    return WebhookSecret.model_validate(sub)
 
 
 @router.get("/{webhook_id}/deliveries")

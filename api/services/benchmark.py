@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from actors.rl import stats
 from api.errors import Invalid, NotFound, pydantic_details
 from api.responses import accepted
+from api.schemas import TaskPublic
 from api.schemas_benchmark import MAX_COMPARE, EvaluationCreate
 from api.services import models as model_service
 from api.services.catalog import require_known_env
@@ -84,41 +85,21 @@ def submit(session: Session, body: EvaluationCreate) -> Evaluation:
     return evaluation
 
 
-def submission_answer(evaluation: Evaluation, task_view: dict | None) -> tuple[int, dict, dict[str, str]]:
+def submission_answer(evaluation: Evaluation, task: TaskPublic | None) -> tuple[int, dict, dict[str, str]]:
     """Status, body and headers for a run request: 202 to poll, or 200 with the outcome when the
-    client waited and the task finished in time."""
+    client waited (``task`` is what the wait saw) and the task finished in time."""
     body, headers = accepted(evaluation.task_id, evaluation_id=evaluation.id, model_id=evaluation.model_id,
                              env_name=evaluation.env_name, episodes=evaluation.episodes, seed=evaluation.seed,
                              mode=evaluation.mode)
-    if task_view is None:
+    if task is None:
         return 202, body, headers
-    body["status"] = task_view["status"]
-    body["progress"] = task_view["progress"]
-    if task_view["status"] in tasks.TERMINAL:
-        body["result"] = task_view["result"]
-        body["error"] = task_view["error"]
+    body["status"] = task.status
+    body["progress"] = task.progress
+    if task.status in tasks.TERMINAL:
+        body["result"] = task.result
+        body["error"] = task.error
         return 200, body, {"Location": headers["Location"]}
     return 202, body, headers
-
-
-def to_public(evaluation: Evaluation) -> dict:
-    return {
-        "id": evaluation.id,
-        "model_id": evaluation.model_id,
-        "env_name": evaluation.env_name,
-        "episodes": evaluation.episodes,
-        "seed": evaluation.seed,
-        "mode": evaluation.mode,
-        "status": evaluation.status,
-        "task_id": evaluation.task_id,
-        "experiment_id": evaluation.experiment_id,
-        "run_id": evaluation.run_id,
-        "mean_reward": evaluation.mean_reward,
-        "result": evaluation.result,
-        "error": evaluation.error,
-        "created_at": rfc3339(evaluation.created_at),
-        "finished_at": rfc3339(evaluation.finished_at) if evaluation.finished_at else None,
-    }
 
 
 def get(session: Session, evaluation_id: str) -> Evaluation:

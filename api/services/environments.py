@@ -6,35 +6,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from api.errors import Invalid, NotFound
+from api.schemas import version_of
 from api.services.catalog import require_known_env
 from storage import outbox, tasks
-from storage.events import EnvironmentRegistered, rfc3339
+from storage.events import EnvironmentRegistered
 from storage.models import Environment
-
-
-def to_public(env: Environment) -> dict:
-    return {
-        "id": env.id,
-        "env_name": env.env_name,
-        "version": version_of(env.env_name),
-        "status": env.status,
-        "spec": env.spec,
-        "reason": env.reason,
-        "task_id": env.task_id,
-        "created_at": rfc3339(env.created_at),
-        "verified_at": rfc3339(env.verified_at) if env.verified_at else None,
-    }
-
-
-def version_of(env_name: str) -> str | None:
-    """The version in a Gymnasium id, as the original ReSimHub API spelled it: ``v1`` for ``CartPole-v1``."""
-    from gymnasium.envs.registration import parse_env_id
-
-    try:
-        version = parse_env_id(env_name)[2]
-    except Exception:  # noqa: BLE001 - not a well-formed id: it has no version to speak of
-        return None
-    return None if version is None else f"v{version}"
 
 
 def _check_version(env_name: str, version: str | None) -> None:

@@ -6,32 +6,16 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound
-from api.schemas import ExperimentCreate
+from api.schemas import ExperimentCreate, ExperimentPublic
 from api.services import environments
 from api.services.catalog import agent_env_mismatch, check_hyperparams, require_known_agent
 from storage import outbox
-from storage.events import ExperimentCreated, rfc3339
+from storage.events import ExperimentCreated
 from storage.experiments import ExperimentStatus
 from storage.models import Experiment, utcnow
 
-_PUBLIC = ("id", "name", "env_name", "environment_id", "agent", "total_timesteps", "episodes", "seeds",
-           "hyperparams", "eval_episodes", "eval_seed", "status", "results", "created_at", "updated_at")
 
-
-def to_public(exp: Experiment) -> dict:
-    return _public({name: getattr(exp, name) for name in _PUBLIC})
-
-
-def _public(row: dict) -> dict:
-    public = {name: row[name] for name in _PUBLIC}
-    public["seeds"] = list(row["seeds"] or [])
-    public["hyperparams"] = dict(row["hyperparams"] or {})
-    public["created_at"] = rfc3339(row["created_at"])
-    public["updated_at"] = rfc3339(row["updated_at"])
-    return public
-
-
-def create(session: Session, body: ExperimentCreate) -> dict:
+def create(session: Session, body: ExperimentCreate) -> ExperimentPublic:
     """Validate and insert an experiment with its ``ExperimentCreated`` event; its public form."""
     agent = require_known_agent(body.agent)
     env_name = body.env_name or _env_named_like(session, body.name)
@@ -58,7 +42,7 @@ def create(session: Session, body: ExperimentCreate) -> dict:
         hyperparams=dict(body.hyperparams),
     ))
     session.commit()
-    return _public(values)
+    return ExperimentPublic.model_validate(values)
 
 
 _INSERT = insert(Experiment.__table__).returning(Experiment.__table__.c.id)

@@ -5,31 +5,16 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.errors import Invalid, NotFound
+from api.schemas import MAX_KEY_NAME
 from storage import keys
-from storage.events import rfc3339
 from storage.models import ApiKey
-
-MAX_NAME = 100
-
-
-def to_public(key: ApiKey) -> dict:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "scope": key.scope,
-        "prefix": key.prefix,
-        "active": key.revoked_at is None,
-        "created_at": rfc3339(key.created_at),
-        "last_used_at": rfc3339(key.last_used_at) if key.last_used_at else None,
-        "revoked_at": rfc3339(key.revoked_at) if key.revoked_at else None,
-    }
 
 
 def create(session: Session, name: str, scope: str) -> tuple[ApiKey, str]:
     """Create and commit a key; the token in the answer is the only copy there will ever be."""
     name = name.strip()
-    if not name or len(name) > MAX_NAME:
-        raise Invalid(f"a key needs a name of 1 to {MAX_NAME} characters", details={"field": "name"})
+    if not name or len(name) > MAX_KEY_NAME:
+        raise Invalid(f"a key needs a name of 1 to {MAX_KEY_NAME} characters", details={"field": "name"})
     if scope not in keys.SCOPES:
         raise Invalid(f"scope must be one of {', '.join(keys.SCOPES)}", details={"field": "scope"})
     key, token = keys.create(session, name, scope)

@@ -36,7 +36,6 @@ from storage import outbox, tasks
 from storage.artifacts import ArtifactStore, ArtifactTooLarge
 from storage.events import ModelUploaded
 from storage.models import Model
-from storage.views import model_view
 
 #: Download names get an extension a user's tools recognise; the stored file is always ``.bin``
 #: because the uploader's file name proves nothing about the content.
@@ -46,12 +45,6 @@ EXTENSIONS = {NATIVE: ".npz", NPZ_STATE_DICT: ".npz", TORCH_ZIP: ".pt", SB3_ZIP:
 
 class Gone(ApiError):
     status, code = 410, "gone"
-
-
-def to_public(model: Model) -> dict:
-    view = {k: v for k, v in model_view(model).items() if k != "model_id"}
-    view["file_url"] = f"/benchmark/models/{model.id}/file" if model.status != "rejected" else None
-    return view
 
 
 def refusal(exc: ModelFileError) -> ApiError:

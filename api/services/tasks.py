@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
+from api.schemas import TaskPublic
 from storage import tasks
 from storage.models import Task
 
@@ -21,13 +22,13 @@ def get(session: Session, task_id: str) -> Task:
     return task
 
 
-def _look(open_session: Callable[[], Session], task_id: str) -> tuple[dict, bool]:
+def _look(open_session: Callable[[], Session], task_id: str) -> tuple[TaskPublic, bool]:
     with open_session() as session:
         task = get(session, task_id)
-        return tasks.to_public(task), task.status in tasks.TERMINAL
+        return TaskPublic.model_validate(task), task.status in tasks.TERMINAL
 
 
-async def wait_for_async(open_session: Callable[[], Session], task_id: str, wait_s: float) -> dict:
+async def wait_for_async(open_session: Callable[[], Session], task_id: str, wait_s: float) -> TaskPublic:
     """:func:`wait_for` for async routes: sleeps on the event loop, so a client waiting a minute
     holds no thread; only each short look at the database runs in the thread pool."""
     from anyio import sleep
@@ -43,7 +44,7 @@ async def wait_for_async(open_session: Callable[[], Session], task_id: str, wait
         delay = min(delay * 1.5, 0.25)
 
 
-def wait_for(open_session: Callable[[], Session], task_id: str, wait_s: float) -> dict:
+def wait_for(open_session: Callable[[], Session], task_id: str, wait_s: float) -> TaskPublic:
     """The task's public view once it is terminal or ``wait_s`` (capped) has passed.
 
     Each look uses a fresh short session so that waiting never holds a database transaction open.

@@ -34,23 +34,6 @@ def _time(moment) -> str | None:
     return rfc3339(moment) if moment is not None else None
 
 
-def to_public(sub: WebhookSubscription) -> dict:
-    expires = sub.previous_secret_expires_at if sub.previous_secret else None
-    return {
-        "id": sub.id,
-        "url": sub.url,
-        "description": sub.description,
-        "event_types": list(sub.event_types),
-        "status": sub.status,
-        "status_reason": sub.status_reason,
-        "pause_after_failures": sub.pause_after_failures,
-        "consecutive_failures": sub.consecutive_failures,
-        "previous_secret_expires_at": _time(expires),
-        "created_at": rfc3339(sub.created_at),
-        "updated_at": rfc3339(sub.updated_at),
-    }
-
-
 def delivery_public(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict:
     return {
         "id": delivery.id,

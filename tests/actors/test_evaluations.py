@@ -67,7 +67,7 @@ def rows(hub, query):
 
 def test_a_training_evaluation_stores_the_result_but_leaves_the_task_alone(hub):
     doc = request(hub, stored_model(hub), experiment=True)
-    evaluations.evaluate(doc)
+    evaluations.evaluate(hub.runtime, doc)
     (evaluation,) = rows(hub, select(Evaluation))
     assert evaluation.status == "completed" and evaluation.finished_at is not None
     expected = engine_evaluate(load_policy(FIXTURE, env_id=ENV).policy, ENV, 6, 3)
@@ -78,14 +78,14 @@ def test_a_training_evaluation_stores_the_result_but_leaves_the_task_alone(hub):
     (completed,) = rows(hub, select(EventRecord).where(EventRecord.type == "resimhub.evaluation.completed"))
     assert completed.data["experiment_id"] == evaluation.experiment_id and completed.data["episodes"] == 6
 
-    evaluations.evaluate(doc)  # redelivered: nothing happens twice
+    evaluations.evaluate(hub.runtime, doc)  # redelivered: nothing happens twice
     assert len(rows(hub, select(EventRecord).where(EventRecord.type == "resimhub.evaluation.completed"))) == 1
     assert len(rows(hub, select(ProcessedEvent).where(ProcessedEvent.consumer == "evaluate"))) == 1
 
 
 def test_a_benchmark_evaluation_finishes_its_own_task(hub):
     doc = request(hub, stored_model(hub))
-    evaluations.evaluate(doc)
+    evaluations.evaluate(hub.runtime, doc)
     (task,) = rows(hub, select(Task).where(Task.id == doc["data"]["task_id"]))
     assert task.status == "succeeded" and task.result["total_episodes"] == 6
 
@@ -95,7 +95,7 @@ def test_a_missing_file_is_a_recorded_failure_not_an_exception(hub):
     (model,) = rows(hub, select(Model))
     hub.storage.artifacts.delete(model.path)
     doc = request(hub, model_id)
-    evaluations.evaluate(doc)  # must not raise: a retry cannot bring the file back
+    evaluations.evaluate(hub.runtime, doc)  # must not raise: a retry cannot bring the file back
     (evaluation,) = rows(hub, select(Evaluation))
     assert evaluation.status == "failed" and evaluation.error["code"] == "model_file_missing"
     (task,) = rows(hub, select(Task).where(Task.id == doc["data"]["task_id"]))
@@ -112,7 +112,7 @@ def test_a_model_that_does_not_fit_the_env_fails_with_its_code(hub):
     with hub.storage.db.session() as session:
         session.get(Evaluation, doc["data"]["evaluation_id"]).env_name = "Acrobot-v1"
         session.commit()
-    evaluations.evaluate(doc)
+    evaluations.evaluate(hub.runtime, doc)
     (evaluation,) = rows(hub, select(Evaluation))
     assert evaluation.status == "failed" and evaluation.error["code"] == "shape_mismatch"
 
@@ -125,12 +125,12 @@ def test_a_transient_error_is_raised_for_the_bus_to_retry(hub, monkeypatch):
 
     monkeypatch.setattr(evaluations, "_run", database_went_away)
     with pytest.raises(OperationalError):
-        evaluations.evaluate(doc)
+        evaluations.evaluate(hub.runtime, doc)
     (evaluation,) = rows(hub, select(Evaluation))
     assert evaluation.status == "running"
     assert rows(hub, select(ProcessedEvent)) == []
     monkeypatch.undo()
-    evaluations.evaluate(doc)  # the retry completes it
+    evaluations.evaluate(hub.runtime, doc)  # the retry completes it
     assert rows(hub, select(Evaluation))[0].status == "completed"
 
 
@@ -145,7 +145,7 @@ def test_progress_is_reported_and_throttled(hub, monkeypatch):
 
     monkeypatch.setattr(tasks, "set_progress", spy)
     monkeypatch.setattr(evaluations, "PROGRESS_INTERVAL_S", 0.0)
-    evaluations.evaluate(doc)
+    evaluations.evaluate(hub.runtime, doc)
     assert written, "no progress was reported"
     assert all(set(p) == {"fraction", "episodes", "total_episodes"} for p in written)
     assert [p["episodes"] for p in written] == sorted(p["episodes"] for p in written)

@@ -202,7 +202,7 @@ def test_a_webhook_fan_out_that_gives_up_fails_no_task(hub):
         run = session.scalars(select(TrainingRun).where(TrainingRun.task_id == task_id)).one()
     doc = {"id": "00000000-0000-4000-8000-000000000001", "type": "resimhub.training.requested",
            "data": TrainingRequested(experiment_id=exp_id, task_id=task_id, run_id=run.id, seed=0).data()}
-    record_give_up({"actor_name": "fan_out_webhooks", "args": [doc], "options": {"traceback": "boom"}},
+    record_give_up(hub.runtime, {"actor_name": "fan_out_webhooks", "args": [doc], "options": {"traceback": "boom"}},
                    {"retries": 3})
     assert hub.client.get(f"/api/tasks/{task_id}").json()["status"] == "succeeded"
     assert hub.client.get(f"/api/experiments/{exp_id}").json()["status"] == "completed"

@@ -6,7 +6,11 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff
 from sqlalchemy.exc import OperationalError
 
-from actors.bus import MAX_BACKOFF_MS, MIN_BACKOFF_MS, OUTAGE_WINDOW_S, declare_actors, retries_covering
+from actors.bus import MAX_BACKOFF_MS, MIN_BACKOFF_MS, OUTAGE_WINDOW_S, retries_covering
+from actors.rl.sandbox import SandboxPool
+from actors.runtime import Runtime, declare_actors
+from storage.context import open_storage
+from storage.settings import load_settings
 
 
 def test_the_retries_cover_the_outage_window_even_with_the_shortest_jitter():
@@ -22,8 +26,9 @@ def test_the_retries_cover_the_outage_window_even_with_the_shortest_jitter():
     assert max(waits) <= 3 * OUTAGE_WINDOW_S * 1000
 
 
-def test_every_actor_retries_transient_errors_for_the_window_and_nothing_else():
-    actors = declare_actors(StubBroker(), prefix="t.")
+def test_every_actor_retries_transient_errors_for_the_window_and_nothing_else(tmp_path):
+    settings = load_settings({"RESIMHUB_DATA_DIR": str(tmp_path), "RESIMHUB_QUEUE_PREFIX": "t."})
+    actors = declare_actors(Runtime(storage=open_storage(settings), broker=StubBroker(), sandbox=SandboxPool()))
     outage = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
     for name, actor in actors.items():
         if name == "record_give_up":

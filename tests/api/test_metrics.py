@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.bus import QUEUES as BUS_QUEUES
-from api.metrics import QUEUES, HubCollector
+from api.metrics.hub import HubCollector
+from api.metrics.queues import QUEUES
 from tests.support.hubs import running_hub, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,7 +193,7 @@ def test_a_failing_source_is_reported_as_a_metric_not_a_failed_scrape(hub):
 
 
 def test_rabbitmq_queue_depths_against_an_unreachable_broker_fail_fast(hub):
-    from api.metrics import rabbitmq_queue_depths
+    from api.metrics.queues import rabbitmq_queue_depths
 
     start = time.monotonic()
     with pytest.raises(Exception):  # noqa: B017 - any connection error; the collector turns it into a metric
@@ -202,11 +203,12 @@ def test_rabbitmq_queue_depths_against_an_unreachable_broker_fail_fast(hub):
 
 _MULTIPROCESS_CHILD = """
 import sys
-from api.metrics import HttpMetrics
+from api.metrics.http import HttpMetrics
 HttpMetrics().observe("GET", "/api/experiments", 200, 0.01)
 """
 _MULTIPROCESS_SCRAPE = """
-from api.metrics import HttpMetrics, MetricsState
+from api.metrics.exposition import MetricsState
+from api.metrics.http import HttpMetrics
 class NoHub:
     def describe(self): return []
     def collect(self): return iter(())

@@ -8,7 +8,7 @@ rate on the same broker.
 import dramatiq
 
 from actors.handling import consumer
-from actors.runtime import boot, current
+from actors.runtime import boot
 from storage import ledger
 from storage.logs import configure
 from storage.settings import load_settings
@@ -23,10 +23,10 @@ prefix = runtime.settings.queue_prefix
 
 
 @consumer("noop_consumer")
-def _noop(envelope) -> None:
+def _noop(runtime, envelope) -> None:
     # The ledger write every real consumer makes, through the same function (its time stamp is
     # when the handler started, which the latency phase reads).
-    with current().storage.db.session() as session:
+    with runtime.storage.db.session() as session:
         ledger.mark(session, envelope.id, "noop_consumer")
         session.commit()
 
@@ -35,7 +35,7 @@ def _raw_noop(n: int) -> None:
     return None
 
 
-dramatiq.Actor(_noop, broker=broker, actor_name="noop_consumer", queue_name=prefix + "bench", priority=0,
-               options={"max_retries": 0, "time_limit": 60_000})
+dramatiq.Actor(lambda event: _noop(runtime, event), broker=broker, actor_name="noop_consumer",
+               queue_name=prefix + "bench", priority=0, options={"max_retries": 0, "time_limit": 60_000})
 dramatiq.Actor(_raw_noop, broker=broker, actor_name="raw_noop", queue_name=prefix + "benchraw", priority=0,
                options={"max_retries": 0, "time_limit": 60_000})

@@ -11,7 +11,7 @@ from dramatiq import Worker
 from fastapi.testclient import TestClient
 
 from actors.relay import Relay
-from actors.runtime import Runtime, boot, shutdown
+from actors.runtime import Runtime, boot
 from api.app import create_app
 from storage.context import Storage, open_storage
 from storage.migrate import upgrade
@@ -58,7 +58,7 @@ def running_hub(settings: Settings, *, worker: bool = True, relay: bool = True):
         t = threading.Thread(target=the_relay.run, daemon=True)
         t.start()
         threads.append(t)
-    client = TestClient(create_app(storage), raise_server_exceptions=False)
+    client = TestClient(create_app(storage, broker=runtime.broker if runtime else None), raise_server_exceptions=False)
     try:
         yield Hub(settings=settings, storage=storage, runtime=runtime, client=client, relay=the_relay)
     finally:
@@ -70,6 +70,6 @@ def running_hub(settings: Settings, *, worker: bool = True, relay: bool = True):
         if dramatiq_worker is not None:
             dramatiq_worker.stop(timeout=5000)
         if runtime is not None:
-            shutdown()
+            runtime.close()
         else:
             storage.close()
