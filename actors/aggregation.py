@@ -114,16 +114,11 @@ def learning_curve(runs: list[TrainingRun], bins: int | None = None) -> list[dic
 
 def experiment_results(experiment: Experiment, runs: list[TrainingRun], evaluations: dict,
                        reward_threshold: float | None) -> dict:
-    from actors.rl.stats import bootstrap_ci, iqm, summarize
+    from actors.rl import stats
 
     finals = [float(r.evaluation["mean"]) for r in runs]
-    if len(runs) == 1:
-        pooled = evaluations[runs[0].id].result["returns"]
-        spread = summarize(pooled, seed=experiment.eval_seed)
-        across = {"iqm": spread["iqm"], "ci95": spread["ci95"], "over": "evaluation episodes"}
-    else:
-        low, high = bootstrap_ci(finals, iqm, seed=experiment.eval_seed)
-        across = {"iqm": iqm(finals), "ci95": [low, high], "over": "seeds"}
+    pooled = evaluations[runs[0].id].result["returns"] if len(runs) == 1 else None
+    across = stats.experiment_iqm(finals, pooled, seed=experiment.eval_seed)
     walls = [float(r.wall_time_s or 0.0) for r in runs]
     return {
         "agent": experiment.agent,

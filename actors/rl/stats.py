@@ -199,6 +199,23 @@ def summarize(returns: ArrayLike, *, seed: int = 0, n_resamples: int = 2000) -> 
     }
 
 
+def experiment_iqm(finals: ArrayLike, episodes: ArrayLike | None = None, *, seed: int = 0,
+                   n_resamples: int = 2000) -> dict:
+    """The IQM an experiment reports and the 95 % percentile bootstrap interval of that IQM.
+
+    Across its runs' final mean returns when it has several seeds (the unit of a claim about an
+    agent); over the evaluation episodes of its one run when it has a single seed (``episodes``),
+    as an IQM of one number would say nothing. ``over`` names which.
+    """
+    finals = _as_array(finals, "finals")
+    if finals.size == 1 and episodes is not None:
+        values, over = _as_array(episodes, "episodes"), "evaluation episodes"
+    else:
+        values, over = finals, "seeds"
+    low, high = bootstrap_ci(values, iqm, n_resamples=n_resamples, seed=seed)
+    return {"iqm": iqm(values), "ci95": [low, high], "over": over}
+
+
 def learning_curve(curves: Mapping[int, tuple[ArrayLike, ArrayLike]], *, bins: int = CURVE_BINS,
                    n_resamples: int = CURVE_RESAMPLES,
                    confidence: float = 0.95, seed: int = 0) -> list[dict]:

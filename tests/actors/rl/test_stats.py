@@ -104,3 +104,13 @@ def test_learning_curve_takes_seeds_of_unequal_length_without_imputing():
     assert stats.learning_curve({}, bins=4) == [] and stats.learning_curve({0: ([], [])}) == []
     with pytest.raises(ValueError):
         stats.learning_curve({0: ([1, 2], [1.0])})
+
+
+def test_experiment_iqm_is_across_seeds_or_over_the_one_runs_episodes():
+    episodes = np.random.default_rng(5).normal(100.0, 30.0, size=200) ** 1.1
+    one = stats.experiment_iqm([float(episodes.mean())], episodes, seed=9)
+    assert one["over"] == "evaluation episodes" and one["iqm"] == iqm(episodes)
+    assert one["ci95"] == list(bootstrap_ci(episodes, iqm, seed=9))  # the IQM's interval, not the mean's
+    several = stats.experiment_iqm([1.0, 5.0, 3.0, 9.0], episodes, seed=9)
+    assert several["over"] == "seeds" and several["iqm"] == iqm([1.0, 5.0, 3.0, 9.0])
+    assert several["ci95"] == list(bootstrap_ci([1.0, 5.0, 3.0, 9.0], iqm, seed=9))
