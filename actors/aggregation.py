@@ -9,6 +9,7 @@ with the statistics and then ``SnapshotWritten``; a failed evaluation fails the 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from actors.handling import consumer
+from analytics import reports, snapshots
 from analytics import rows as snapshot_rows
-from analytics import snapshots
 from storage import experiments, ledger, outbox, runs, supersession, tasks
 from storage.context import Storage
 from storage.evaluations import EvaluationStatus
@@ -27,8 +28,9 @@ from storage.models import Environment, Evaluation, Experiment, Task, TrainingRu
 if TYPE_CHECKING:
     from actors.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 CONSUMER = "aggregate"
-CURVE_BINS = 20
 SUMMARY_KEYS = ("mean", "std", "median", "min", "max", "iqm", "ci95", "score", "mean_length", "episodes", "seed")
 
 
@@ -39,6 +41,7 @@ def aggregate(runtime: Runtime, envelope: Envelope) -> None:
     if event.experiment_id is None:
         _snapshot_benchmark(storage, envelope, event)
         return
+    written = None
     with storage.db.session() as session:
         experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         run = session.get(TrainingRun, event.run_id)
@@ -66,50 +69,59 @@ def aggregate(runtime: Runtime, envelope: Envelope) -> None:
                 rows = _write_snapshots(storage.settings.snapshots_dir, experiment, task_runs, evaluations, task.id)
                 outbox.record(session, SnapshotWritten(experiment_id=experiment.id,
                                                        datasets=sorted(rows), rows=sum(rows.values())))
+                written = experiment.env_name
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
+    if written:
+        _keep_leaderboard(storage.settings.snapshots_dir, written)
 
 
 def _snapshot_benchmark(storage: Storage, envelope: Envelope, event: EvaluationCompleted | EvaluationFailed) -> None:
     """A benchmark run's task already carries its result; here it joins the Parquet snapshots."""
     with storage.db.session() as session:
         evaluation = session.get(Evaluation, event.evaluation_id)
+        written: set[str] = set()
         if evaluation is not None:
             batches = snapshot_rows.benchmark_batches(session, evaluation)  # empty unless completed
             snapshots.write_batches(storage.settings.snapshots_dir, batches)
+            written = {b.env_name for b in batches}
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
+    for env in written:
+        _keep_leaderboard(storage.settings.snapshots_dir, env)
 
 
-def learning_curve(runs: list[TrainingRun], bins: int = CURVE_BINS) -> list[dict]:
-    """Training returns binned by episode fraction, averaged across seeds."""
-    curves = []
+def _keep_leaderboard(snapshots_dir, env: str) -> None:
+    """Recompute the env's kept model statistics after a write, so that readers find them ready
+    (docs/analytics.md, "Kept model statistics"). Best effort: a reader recomputes what is stale."""
+    try:
+        reports.keep_model_statistics(snapshots_dir, [env])
+    except Exception as exc:  # noqa: BLE001 - a cache; the write it follows has committed
+        log.warning("kept model statistics of %s not refreshed: %s", env, exc)
+
+
+def learning_curve(runs: list[TrainingRun], bins: int | None = None) -> list[dict]:
+    """The runs' training returns by environment step (:func:`actors.rl.stats.learning_curve`),
+    from the same episodes the analytics snapshots hold, so both answer the same curve."""
+    from actors.rl import stats
+
+    curves = {}
     for run in runs:
         returns = np.asarray(run.episode_returns or [], dtype=float)
-        if returns.size == 0:
-            continue
-        edges = np.linspace(0, returns.size, min(bins, returns.size) + 1).astype(int)
-        curves.append([(float(e / returns.size), float(returns[a:e].mean())) for a, e in zip(edges[:-1], edges[1:],
-                                                                                               strict=True)])
-    if not curves:
-        return []
-    width = min(len(c) for c in curves)
-    return [{"fraction": curves[0][i][0], "mean_return": float(np.mean([c[i][1] for c in curves]))}
-            for i in range(width)]
+        lengths = np.asarray(run.episode_lengths or [], dtype=float)
+        n = min(returns.size, lengths.size) if lengths.size else returns.size
+        steps = np.cumsum(lengths[:n]) if lengths.size else np.arange(1, n + 1, dtype=float)
+        curves[run.seed] = (steps, returns[:n])
+    return stats.learning_curve(curves, bins=bins or stats.CURVE_BINS, seed=0)
 
 
 def experiment_results(experiment: Experiment, runs: list[TrainingRun], evaluations: dict,
                        reward_threshold: float | None) -> dict:
-    from actors.rl.stats import bootstrap_ci, iqm, summarize
+    from actors.rl import stats
 
     finals = [float(r.evaluation["mean"]) for r in runs]
-    if len(runs) == 1:
-        pooled = evaluations[runs[0].id].result["returns"]
-        spread = summarize(pooled, seed=experiment.eval_seed)
-        across = {"iqm": spread["iqm"], "ci95": spread["ci95"], "over": "evaluation episodes"}
-    else:
-        low, high = bootstrap_ci(finals, iqm, seed=experiment.eval_seed)
-        across = {"iqm": iqm(finals), "ci95": [low, high], "over": "seeds"}
+    pooled = evaluations[runs[0].id].result["returns"] if len(runs) == 1 else None
+    across = stats.experiment_iqm(finals, pooled, seed=experiment.eval_seed)
     walls = [float(r.wall_time_s or 0.0) for r in runs]
     return {
         "agent": experiment.agent,

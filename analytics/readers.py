@@ -120,6 +120,21 @@ def plan(files: Sequence[layout.DataFile]) -> Plan:
     return out
 
 
+def batch_state(snapshots_dir: Path | str, name: str, env: str) -> dict[str, int]:
+    """``{batch_id: batch_version}`` of the current copy of every batch of ``env``'s partitions of
+    dataset ``name``: what a result computed from them depends on (compaction keeps it)."""
+    root = Path(snapshots_dir) / dataset(name).name
+    state: dict[str, int] = {}
+    if not root.is_dir():
+        return state
+    with layout.reading(root):
+        for f in layout.list_files(root, envs={env}):
+            for batch, version in file_batches(f.path).items():
+                if version > state.get(batch, -1):
+                    state[batch] = version
+    return state
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

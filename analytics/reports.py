@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 
 from actors.rl import stats
-from analytics import layout, readers
+from analytics import layout, model_stats, readers
 from analytics.errors import NotEnoughData
 
 #: Gymnasium's convention for "solved": the mean over 100 consecutive episodes reaches the threshold.
 CONVERGENCE_WINDOW = 100
-CURVE_BINS = 20
+CURVE_BINS = stats.CURVE_BINS
 CI_RESAMPLES = 1000
+#: Entries per board when the reader does not say (the API's default too).
+LEADERBOARD_LIMIT = 20
 RANKING = "iqm descending; ties broken by mean - std (score), descending"
 AGENT_UNIT = "training run (one seed): the mean return of its final evaluation"
 MODEL_UNIT = "evaluation episode of the model"
@@ -130,22 +132,17 @@ def recent(snapshots_dir: Path | str, *, env: str | None = None, agent: str | No
 
 
 def learning_curve(episodes: pd.DataFrame, bins: int = CURVE_BINS) -> list[dict]:
-    """Training returns binned by environment step: per bin, each seed's mean, then the mean, min
-    and max of those across seeds (a seed with no episode ending in a bin does not count there)."""
+    """Training returns by environment step (by episode for snapshots written without lengths):
+    :func:`actors.rl.stats.learning_curve`, the curve an experiment's results hold too."""
     if episodes.empty:
         return []
     x = episodes["step"] if episodes["step"].notna().all() else episodes["episode"] + 1
-    top = float(x.max())
-    edges = np.linspace(0.0, top, bins + 1)
-    index = np.clip(np.searchsorted(edges, x.to_numpy(dtype=float), side="left") - 1, 0, bins - 1)
-    frame = pd.DataFrame({"bin": index, "seed": episodes["seed"].to_numpy(), "return": episodes["return"]})
-    per_seed = frame.groupby(["bin", "seed"])["return"].agg(["mean", "size"]).reset_index()
-    per_bin = per_seed.groupby("bin").agg(mean_return=("mean", "mean"), min_return=("mean", "min"),
-                                          max_return=("mean", "max"), seeds=("seed", "size"),
-                                          episodes=("size", "sum"))
-    return [{"step": int(round(edges[b + 1])), "mean_return": num(r.mean_return), "min_return": num(r.min_return),
-             "max_return": num(r.max_return), "seeds": int(r.seeds), "episodes": int(r.episodes)}
-            for b, r in per_bin.iterrows()]
+    frame = pd.DataFrame({"x": x.to_numpy(dtype=float), "seed": episodes["seed"].to_numpy(),
+                          "episode": episodes["episode"].to_numpy(),
+                          "return": episodes["return"].to_numpy(dtype=float)})
+    curves = {int(s): (g["x"].to_numpy(), g["return"].to_numpy())
+              for s, g in frame.sort_values("episode", kind="stable").groupby("seed")}
+    return stats.learning_curve(curves, bins=bins, seed=0)
 
 
 def convergence(episodes: pd.DataFrame, threshold: float | None, window: int = CONVERGENCE_WINDOW) -> dict:
@@ -305,21 +302,7 @@ def _current(snapshots_dir: Path | str, env: str, runs: pd.DataFrame, since: dat
     return ~runs["run_id"].isin(stale).to_numpy()
 
 
-def _superseded_sql(superseded: set[str], params: dict) -> str:
-    """The SQL condition that leaves out a superseded training's evaluation episodes."""
-    if not superseded:
-        return "true"
-    params["superseded"] = sorted(superseded)
-    return "NOT (source = 'experiment' AND list_contains($superseded, model_id))"
-
-
 _SUMMARY_COLUMNS = ["env_name", "model_id", "count", "mean", "std", "median", "iqm", "min", "max"]
-#: Evaluation returns per (env, model), as one list each: DuckDB groups the rows inside the scan,
-#: so the returns arrive contiguous per group and no string column of millions of rows leaves it.
-_RETURNS_BY_MODEL = """
-SELECT env_name, model_id, list("return") AS returns FROM rows WHERE {where}
-GROUP BY env_name, model_id ORDER BY env_name, model_id
-"""
 
 
 def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | None = None,
@@ -331,10 +314,10 @@ def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | No
     The episodes a superseded training (an experiment retrained since) evaluated are left out unless
     ``include_superseded``; a superseded model's benchmark runs still count.
 
-    The hot path of the leaderboard: one partition-pruned DuckDB scan of four columns, filtered and
-    grouped there, answering each group's returns as one list; the order statistics are computed
-    per group by :func:`actors.rl.stats.grouped_summary` on the flat values (DuckDB's exact IQM
-    needs a sort of every group inside SQL, which is slower: tests/benchmarks/bench_analytics.py).
+    One partition-pruned DuckDB scan of four columns, filtered and grouped there, answering each
+    group's returns as one list (:func:`analytics.model_stats.scan`); the order statistics are
+    index arithmetic on the sorted lists (DuckDB's exact IQM needs a sort of every group inside SQL,
+    which is slower: tests/benchmarks/bench_analytics.py).
     """
     envs = _envs(env)
     params: dict = {}
@@ -344,21 +327,11 @@ def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | No
         params["agent"] = agent
     if not include_superseded:
         scope = envs if envs is not None else sorted({e for e, _, _ in _partitions(snapshots_dir, "evaluations")})
-        where += " AND " + _superseded_sql(_superseded(snapshots_dir, scope), params)
-    groups = readers.query(snapshots_dir, "episodes", _RETURNS_BY_MODEL.format(where=where), params=params,
-                           envs=envs, since=since)
-    if groups.num_rows == 0:
+        where += " AND " + model_stats.superseded_sql(_superseded(snapshots_dir, scope), params)
+    found = model_stats.scan(snapshots_dir, where=where, params=params, envs=envs, since=since)
+    if not len(found):
         return pd.DataFrame(columns=_SUMMARY_COLUMNS)
-    returns = groups.column("returns").combine_chunks()
-    offsets = returns.offsets.to_numpy()
-    codes = np.repeat(np.arange(groups.num_rows, dtype=np.int32), np.diff(offsets))
-    values = returns.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]].copy()
-    for start, end in zip(offsets[:-1] - offsets[0], offsets[1:] - offsets[0], strict=True):
-        # DuckDB's threads fill a list in no fixed order; sorted, each sum is the same on every request.
-        values[start:end].sort()
-    summary = stats.grouped_summary(codes, values, groups.num_rows)
-    return pd.DataFrame({"env_name": groups.column("env_name").to_pandas(),
-                         "model_id": groups.column("model_id").to_pandas(), **summary})
+    return pd.DataFrame({"env_name": found.env_name, "model_id": found.model_id, **found.summary()})
 
 
 def _superseded(snapshots_dir: Path | str, envs: Sequence[str]) -> set[str]:
@@ -376,15 +349,29 @@ def _partitions(snapshots_dir: Path | str, name: str):
     return layout.partitions(Path(snapshots_dir) / name)
 
 
+def _model_rows(snapshots_dir: Path | str, env: str, superseded: set[str], *, agent: str | None,
+                since: datetime | None) -> tuple[list[tuple[str, dict]], model_stats.Board | None]:
+    """(model, summary) of every model on ``env``; unfiltered reads come from (and refresh) the kept
+    board, filtered ones scan."""
+    if agent is None and since is None:
+        kept = model_stats.board(snapshots_dir, env, superseded)
+        return [(m, row.summary) for m, row in sorted(kept.rows.items())], kept
+    table = model_statistics(snapshots_dir, env=env, agent=agent, since=since)
+    return [(row["model_id"], row) for row in table.to_dict("records")], None
+
+
 def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None = None,
                       since: datetime | None = None, limit: int | None = None, ci_resamples: int = CI_RESAMPLES,
                       seed: int = 0) -> list[dict]:
     """Models on one env over all their evaluation episodes, ranked; the bootstrap CI of the IQM is
-    computed for the ranked entries returned (``limit``), as it costs a resampling per model."""
-    table = model_statistics(snapshots_dir, env=env, agent=agent, since=since)
-    if table.empty:
-        return []
+    computed for the ranked entries returned (``limit``), as it costs a resampling per model, and
+    kept with the board (:mod:`analytics.model_stats`) for the next read."""
     superseded = superseded_models(snapshots_dir, env)
+    rows, kept = _model_rows(snapshots_dir, env, superseded, agent=agent, since=since)
+    if not rows:
+        if kept is not None:
+            model_stats.save(snapshots_dir, kept)
+        return []
     info = readers.read(snapshots_dir, "evaluations", envs=[env],
                         columns=["model_id", "model_name", "agent", "source", "evaluated_at"])
     if superseded:  # a superseded model may still be on the board through its benchmark runs
@@ -395,29 +382,49 @@ def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None 
     meta = {m: (text(name), text(agent_), text(source)) for m, name, agent_, source in
             zip(info["model_id"], info["model_name"], info["agent"], info["source"], strict=True)}
     out = []
-    for row in table.itertuples():
-        name, agent_, source = meta.get(row.model_id, (None, None, None))
-        out.append({"model_id": row.model_id, "model_name": name, "agent": agent_, "source": source,
-                    "superseded": row.model_id in superseded,
-                    "evaluations": int(evaluations.get(row.model_id, 0)), "episodes": int(row.count),
-                    "iqm": num(row.iqm), "ci95": None, "mean": num(row.mean), "std": num(row.std),
-                    "median": num(row.median), "min": num(row.min), "max": num(row.max),
-                    "score": None if pd.isna(row.mean) else float(row.mean - row.std)})
+    for model, row in rows:
+        name, agent_, source = meta.get(model, (None, None, None))
+        mean, std = num(row["mean"]), num(row["std"])
+        out.append({"model_id": model, "model_name": name, "agent": agent_, "source": source,
+                    "superseded": model in superseded,
+                    "evaluations": int(evaluations.get(model, 0)), "episodes": int(row["count"]),
+                    "iqm": num(row["iqm"]), "ci95": None, "mean": mean, "std": std,
+                    "median": num(row["median"]), "min": num(row["min"]), "max": num(row["max"]),
+                    "score": None if mean is None or std is None else mean - std})
     ranked = _rank(out)[:limit] if limit else _rank(out)
     if ci_resamples and ranked:
-        params = {"wanted": [e["model_id"] for e in ranked]}
-        where = f"phase = 'eval' AND list_contains($wanted, model_id) AND {_superseded_sql(superseded, params)}"
-        episodes = readers.read(snapshots_dir, "episodes", envs=[env], since=since, columns=["model_id", "return"],
-                                where=where, params=params)
-        by_model = episodes.groupby("model_id", observed=True)["return"]
+        wanted = [e["model_id"] for e in ranked]
+        if kept is not None:
+            found = model_stats.intervals(snapshots_dir, kept, wanted, resamples=ci_resamples, seed=seed,
+                                          superseded=superseded)
+        else:
+            found = _filtered_intervals(snapshots_dir, env, wanted, superseded, since=since,
+                                        resamples=ci_resamples, seed=seed)
         for entry in ranked:
-            returns = by_model.get_group(entry["model_id"]).to_numpy(dtype=float)
-            entry["ci95"] = list(stats.iqm_ci(returns, n_resamples=ci_resamples, seed=seed))
+            entry["ci95"] = list(found[entry["model_id"]])
+    if kept is not None:
+        model_stats.save(snapshots_dir, kept)
     return ranked
 
 
+def _filtered_intervals(snapshots_dir: Path | str, env: str, models: list[str], superseded: set[str], *,
+                        since: datetime | None, resamples: int, seed: int) -> dict[str, tuple[float, float]]:
+    params: dict = {"wanted": models}
+    where = f"phase = 'eval' AND list_contains($wanted, model_id) AND {model_stats.superseded_sql(superseded, params)}"
+    found = model_stats.scan(snapshots_dir, where=where, params=params, envs=[env], since=since)
+    return {m: stats.iqm_ci(found.of(g), n_resamples=resamples, seed=seed) for g, m in enumerate(found.model_id)}
+
+
+def keep_model_statistics(snapshots_dir: Path | str, envs: Sequence[str]) -> None:
+    """Bring the kept model statistics of ``envs`` up to date for a default leaderboard read (its
+    limit and intervals), so that the next reader finds them computed: called after a write."""
+    for env in envs:
+        model_leaderboard(snapshots_dir, env, limit=LEADERBOARD_LIMIT)
+
+
 def leaderboards(snapshots_dir: Path | str, *, env: str | None = None, agent: str | None = None,
-                 since: datetime | None = None, limit: int | None = 20, ci_resamples: int = CI_RESAMPLES,
+                 since: datetime | None = None, limit: int | None = LEADERBOARD_LIMIT,
+                 ci_resamples: int = CI_RESAMPLES,
                  seed: int = 0) -> dict:
     """Per env: the agents (over training runs) and the models (over evaluation episodes)."""
     envs = [env] if env else sorted({e for name in ("episodes", "evaluations")

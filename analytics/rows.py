@@ -15,7 +15,6 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actors.rl import stats
 from analytics.snapshots import Batch
 from storage.evaluations import EvaluationStatus
 from storage.experiments import ExperimentStatus
@@ -120,32 +119,21 @@ def _concat(parts: Iterable[dict]) -> dict:
 
 # -- one experiment ----------------------------------------------------------------------------------
 
-def _task_statistics(experiment: Experiment, runs: list[TrainingRun], evaluations: dict[int, Evaluation]) -> dict:
-    """The experiment's statistics for one completed task: those the aggregate step stored when they
-    belong to this task, else recomputed the same way from the evaluations."""
-    results = experiment.results or {}
-    if sorted(r.get("run_id") for r in results.get("runs") or []) == sorted(r.id for r in runs):
-        ci = (list(results.get("ci95") or []) + [None, None])[:2]
-        return {"mean_return": results.get("mean_return"), "iqm": results.get("iqm"), "ci_low": ci[0],
-                "ci_high": ci[1], "statistics_over": results.get("statistics_over"),
-                "best_return": results.get("best_return"),
-                "training_duration_s": results.get("training_duration_s"),
-                "training_duration_total_s": results.get("training_duration_total_s"),
-                "solved": results.get("solved")}
-    finals = [float(evaluations[r.id].result["mean"]) for r in runs]
-    if len(runs) == 1:
-        res = evaluations[runs[0].id].result
-        centre, (low, high), over = res.get("iqm"), (list(res.get("ci95") or []) + [None, None])[:2], \
-            "evaluation episodes"
-    else:
-        centre = stats.iqm(finals)
-        low, high = stats.bootstrap_ci(finals, stats.iqm, seed=experiment.eval_seed)
-        over = "seeds"
-    walls = [float(r.wall_time_s or 0.0) for r in runs]
-    return {"mean_return": float(np.mean(finals)), "iqm": centre, "ci_low": low, "ci_high": high,
-            "statistics_over": over,
-            "best_return": max((r.best_return for r in runs if r.best_return is not None), default=None),
-            "training_duration_s": max(walls), "training_duration_total_s": float(sum(walls)), "solved": None}
+_STATISTICS = ("mean_return", "iqm", "statistics_over", "best_return", "training_duration_s",
+               "training_duration_total_s", "solved")
+
+
+def _task_statistics(experiment: Experiment, task: Task, runs: list[TrainingRun]) -> dict:
+    """The experiment's statistics for one completed task, as the aggregate actor computed them
+    (:func:`actors.aggregation.experiment_results`, kept in the task's result and, for the latest
+    training, in the experiment's): read, never computed a second time here."""
+    results = task.result or {}
+    if not results.get("runs"):
+        latest = experiment.results or {}
+        if sorted(r.get("run_id") for r in latest.get("runs") or []) == sorted(r.id for r in runs):
+            results = latest
+    ci = (list(results.get("ci95") or []) + [None, None])[:2]
+    return {**{k: results.get(k) for k in _STATISTICS}, "ci_low": ci[0], "ci_high": ci[1]}
 
 
 def experiment_batches(session: Session, experiment: Experiment, *, task_ids: Iterable[str] | None = None
@@ -201,7 +189,7 @@ def experiment_batches(session: Session, experiment: Experiment, *, task_ids: It
         done = [evaluations.get(r.id) for r in task_runs]
         complete = all(e is not None and e.status == EvaluationStatus.COMPLETED and e.result for e in done)
         if status == ExperimentStatus.COMPLETED and complete:
-            row.update(_task_statistics(experiment, task_runs, evaluations))
+            row.update(_task_statistics(experiment, task, task_runs))
             if row.get("solved") is None and threshold is not None and row.get("mean_return") is not None:
                 row["solved"] = bool(row["mean_return"] >= threshold)
         history.append(row)

@@ -392,6 +392,8 @@ def policy_arrays(policy: Policy) -> dict[str, np.ndarray]:
         return arrays
     if isinstance(policy, TabularPolicy):
         return {"q_table": policy.q_table}
+    if isinstance(policy, NormalizedPolicy):  # the frozen statistics travel with the weights
+        return {**policy_arrays(policy.inner), "obs_mean": policy.mean, "obs_var": policy.var}
     raise RLError(f"{type(policy).__name__} cannot be saved in the native format")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as _sp
@@ -26,6 +26,9 @@ ArrayLike = Sequence[float] | np.ndarray
 _BOOTSTRAP_BLOCK = 4_000_000
 #: Above this many groups, one global sort beats a Python-level loop over the groups.
 _GROUP_LOOP_LIMIT = 2_000
+#: The learning curve's defaults, wherever it is drawn (an experiment's results, the analytics API).
+CURVE_BINS = 20
+CURVE_RESAMPLES = 1000
 
 
 def _as_array(x: ArrayLike, name: str = "x") -> np.ndarray:
@@ -93,29 +96,29 @@ def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, 
 
 
 def iqm_ci(x: ArrayLike, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the IQM without sorting any resample.
+    """Percentile bootstrap interval of the IQM, resampling positions of the sorted values.
 
-    A resample of the sorted values is fully described by how often each value was drawn; the
-    IQM of the resample weights each value by how many of its copies fall in the kept middle
-    positions. That is linear per resample instead of n log n. The resamples are drawn from the
-    sorted values, so the interval is a different (equally valid) draw from
-    ``bootstrap_ci(x, iqm, seed=seed)``'s.
+    Drawing indices into the sorted values lets each resample be ordered by sorting its indices
+    as 32-bit integers (or 16-bit ones with a radix sort, below 32,768 values) instead of its float
+    values, which is about twice as fast at 10,000 values and gives the same resample. The
+    resamples are drawn from the sorted values, so the interval is a different (equally valid)
+    draw from ``bootstrap_ci(x, iqm, seed=seed)``'s.
     """
     s = np.sort(_as_array(x))
     n = s.size
     if n == 1:
         return float(s[0]), float(s[0])
     k = n // 4
+    small = n <= np.iinfo(np.int16).max
     rng = np.random.default_rng(seed)
     out = np.empty(n_resamples)
     block = max(1, min(n_resamples, _BOOTSTRAP_BLOCK // n))
     for start in range(0, n_resamples, block):
         m = min(block, n_resamples - start)
-        draws = rng.integers(0, n, size=(m, n)) + (np.arange(m) * n)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=m * n).reshape(m, n)
-        upper = np.cumsum(counts, axis=1)
-        kept = np.minimum(upper, n - k) - np.maximum(upper - counts, k)
-        out[start: start + m] = (np.clip(kept, 0, None) @ s) / (n - 2 * k)
+        # Drawn as int64 whatever the width sorted: the draws (so the interval) stay those of the seed.
+        draws = rng.integers(0, n, size=(m, n)).astype(np.int16 if small else np.int32)
+        draws.sort(axis=1, kind="stable" if small else None)
+        out[start: start + m] = s[draws[:, k: n - k]].mean(axis=1)
     return _percentile_interval(out, confidence)
 
 
@@ -194,6 +197,73 @@ def summarize(returns: ArrayLike, *, seed: int = 0, n_resamples: int = 2000) -> 
         "ci95": [low, high],
         "score": mean - std,
     }
+
+
+def experiment_iqm(finals: ArrayLike, episodes: ArrayLike | None = None, *, seed: int = 0,
+                   n_resamples: int = 2000) -> dict:
+    """The IQM an experiment reports and the 95 % percentile bootstrap interval of that IQM.
+
+    Across its runs' final mean returns when it has several seeds (the unit of a claim about an
+    agent); over the evaluation episodes of its one run when it has a single seed (``episodes``),
+    as an IQM of one number would say nothing. ``over`` names which.
+    """
+    finals = _as_array(finals, "finals")
+    if finals.size == 1 and episodes is not None:
+        values, over = _as_array(episodes, "episodes"), "evaluation episodes"
+    else:
+        values, over = finals, "seeds"
+    low, high = bootstrap_ci(values, iqm, n_resamples=n_resamples, seed=seed)
+    return {"iqm": iqm(values), "ci95": [low, high], "over": over}
+
+
+def learning_curve(curves: Mapping[int, tuple[ArrayLike, ArrayLike]], *, bins: int = CURVE_BINS,
+                   n_resamples: int = CURVE_RESAMPLES,
+                   confidence: float = 0.95, seed: int = 0) -> list[dict]:
+    """The project's one learning curve: training returns by environment step, per seed and across seeds.
+
+    ``curves`` maps each seed to (the environment steps done when each of its episodes ended, their
+    returns). Steps from 0 to the last episode's end over all seeds are cut into ``bins`` equal bins,
+    each reported at its right edge. A seed's value in a bin is the mean return of its episodes that
+    ended there; a seed with no episode ending in a bin (it stopped earlier, or its episodes are
+    longer than a bin) is not counted there, and nothing is imputed, so seeds of unequal length
+    need no care. Across the seeds counted in a bin: their mean, IQM, the percentile bootstrap
+    interval of the IQM across seeds (null with one seed: there is no spread to resample), min and
+    max. Bins no seed reached are left out.
+    """
+    if bins < 1:
+        raise ValueError("bins must be at least 1")
+    parts = [(int(s), np.asarray(x, dtype=np.float64).reshape(-1), np.asarray(r, dtype=np.float64).reshape(-1))
+             for s, (x, r) in sorted(curves.items())]
+    parts = [(s, x, r) for s, x, r in parts if x.size]
+    if not parts:
+        return []
+    for s, x, r in parts:
+        if x.size != r.size:
+            raise ValueError(f"seed {s}: {x.size} steps for {r.size} returns")
+    top = max(float(x.max()) for _, x, _ in parts)
+    edges = np.linspace(0.0, top, bins + 1)
+    means = np.full((len(parts), bins), np.nan)
+    episodes = np.zeros(bins, dtype=np.int64)
+    for i, (_, x, r) in enumerate(parts):
+        index = np.clip(np.searchsorted(edges, x, side="left") - 1, 0, bins - 1)
+        counts = np.bincount(index, minlength=bins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[i] = np.bincount(index, weights=r, minlength=bins) / counts
+        episodes += counts
+    out = []
+    for b in range(bins):
+        present = np.flatnonzero(~np.isnan(means[:, b]))
+        if not present.size:
+            continue
+        values = means[present, b]
+        ci = bootstrap_ci(values, iqm, n_resamples=n_resamples, confidence=confidence, seed=seed) \
+            if values.size > 1 else None
+        out.append({"step": int(round(edges[b + 1])), "seeds": int(values.size), "episodes": int(episodes[b]),
+                    "mean_return": float(values.mean()), "iqm_return": iqm(values),
+                    "ci95": None if ci is None else [ci[0], ci[1]],
+                    "min_return": float(values.min()), "max_return": float(values.max()),
+                    "per_seed": {str(parts[i][0]): float(means[i, b]) for i in present}})
+    return out
 
 
 def grouped_summary(codes: np.ndarray, values: np.ndarray, ngroups: int) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import StorageDep
 from api.services import analytics
@@ -52,12 +52,18 @@ class RecentExperiments(BaseModel):
 
 
 class CurvePoint(BaseModel):
-    step: int
+    """One bin of the learning curve (docs/analytics.md, "The learning curve")."""
+
+    step: int = Field(description="environment steps at the bin's right edge")
+    seeds: int = Field(description="seeds with an episode ending in the bin; the statistics are across them")
+    episodes: int
     mean_return: float | None
+    iqm_return: float | None
+    ci95: list[float] | None = Field(description="95% percentile bootstrap interval of the IQM across seeds; "
+                                                 "null with one seed")
     min_return: float | None
     max_return: float | None
-    seeds: int
-    episodes: int
+    per_seed: dict[str, float] = Field(description="each seed's mean return over its episodes ending in the bin")
 
 
 class ExperimentAnalytics(ExperimentSummary):

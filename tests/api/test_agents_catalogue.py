@@ -54,5 +54,6 @@ def test_presets_are_listed_with_their_source_and_what_differs(hub):
     assert "rl-baselines3-zoo" in cartpole["source"]
     ppo = hub.client.get("/api/agents/PPO").json()
     assert any(p["differences"] for p in ppo["presets"])
-    assert {"env_name": "Acrobot-v1", "reason": "the zoo normalises observations (VecNormalize)"} \
-        in ppo["without_preset"]
+    assert {"env_name": "Pendulum-v1", "reason": "the zoo explores with gSDE"} in ppo["without_preset"]
+    acrobot = next(p for p in ppo["presets"] if p["env_name"] == "Acrobot-v1")  # the zoo's normalize: true
+    assert acrobot["hyperparams"]["normalize_obs"] is True and acrobot["hyperparams"]["normalize_reward"] is True

@@ -135,10 +135,29 @@ def test_fastapi_routes_filter_rank_and_compare(trained):
     assert datasets["episodes"]["rows"] > 0 and datasets["experiments"]["batches"] == 2
 
 
+def test_an_experiment_has_one_learning_curve(trained):
+    """The curve in an experiment's results (the aggregate actor's, from the database) is the one the
+    analytics API draws from the snapshot files: by environment step, each seed, the IQM and its band."""
+    for experiment_id in trained.ids.values():
+        results = trained.client.get(f"/api/experiments/{experiment_id}").json()["results"]
+        curve = trained.client.get(f"/api/analytics/experiments/{experiment_id}").json()["learning_curve"]
+        assert curve == results["learning_curve"] and len(curve) > 1
+        steps = [p["step"] for p in curve]
+        assert steps == sorted(steps) and 0 < steps[-1] <= max(r["timesteps"] for r in results["runs"])
+        for point in curve:
+            assert set(point["per_seed"]) <= {str(s) for s in results["seeds"]}
+            assert point["seeds"] == len(point["per_seed"])
+            assert point["min_return"] <= point["iqm_return"] <= point["max_return"]
+            if point["seeds"] > 1:
+                assert point["ci95"][0] <= point["iqm_return"] <= point["ci95"][1]
+
+
 def test_the_gateway_answers_what_a_read_of_the_files_answers(trained):
-    """The gateway reads the snapshot files with DuckDB on every request (nothing cached between
-    requests): a repeated request answers the same, and what the reports answer from the files."""
+    """The gateway answers from the snapshot files (and the per-model statistics it keeps beside them,
+    recomputed where a batch changed): a repeated request answers the same, and what the reports
+    answer from the files."""
     client = trained.client
+    assert (trained.settings.snapshots_dir / "_model_statistics").is_dir()  # kept by the aggregate actor
     first = client.get("/api/analytics/leaderboard", params={"env": ENV}).json()
     assert client.get("/api/analytics/leaderboard", params={"env": ENV}).json() == first
     assert client.get("/api/v1/analytics/recent").status_code == 200

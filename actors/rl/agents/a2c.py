@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.rl import normalize
 from actors.rl.agents import common
 from actors.rl.agents.actor_critic import MAX_N_STEPS, ActorCritic, Batch, run_on_policy, supports
 from actors.rl.agents.ppo import validate_common
@@ -26,7 +27,7 @@ DEFAULT_TIMESTEPS = 200_000
 
 
 @dataclass
-class Args:
+class Args(normalize.Args):
     """A2C's hyperparameters; the bounded ones (``common.limited``, plus PPO's rollout-size rule)
     are listed in docs/agents.md."""
 

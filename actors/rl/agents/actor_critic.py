@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from actors.rl import normalize
 from actors.rl.agents import common
 from actors.rl.agents.losses import (
     categorical_logp_entropy,
@@ -205,6 +206,8 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
             opt = Adam(model.params, lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
         env_seed = int(rng.integers(2**31 - 1))
         tracker = common.EpisodeTracker(args.num_envs)
+        norm = normalize.for_run(args, (obs_dim,), args.num_envs)
+        normalize.refuse_one_hot(norm, common.one_hot_states(env), agent, env_id)
         timesteps = updates = 0
         resumed_from = None
 
@@ -219,21 +222,22 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
             timesteps, updates = int(meta["timesteps"]), int(meta["updates"])
             rng = common.rng_from_json(meta["rng"])
             tracker = common.restored_tracker(args.num_envs, saved)
+            norm.restore(saved, path)
             env_seed = common.env_seed_for(seed, timesteps)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps
 
         def save() -> None:
             arrays = {**common.pack_list("param", model.params), **common.pack_list("adam_m", opt.m),
-                      **common.pack_list("adam_v", opt.v), **common.history_arrays(tracker)}
+                      **common.pack_list("adam_v", opt.v), **common.history_arrays(tracker), **norm.arrays()}
             common.save_checkpoint(path, arrays, {
                 "agent": agent, "env_id": env_id, "timesteps": timesteps, "updates": updates,
                 "adam_t": opt.t, "rng": common.rng_state_json(rng), "config": config})
             hooks.last_ckpt = timesteps
 
         def make_policy() -> MLPPolicy:
-            return model.policy(obs_shape, {"agent": agent, "env_id": env_id, "seed": seed,
-                                            "timesteps": timesteps}, common.one_hot_states(env))
+            return norm.wrap(model.policy(obs_shape, {"agent": agent, "env_id": env_id, "seed": seed,
+                                                      "timesteps": timesteps}, common.one_hot_states(env)))
 
         T, N = args.n_steps, args.num_envs
         buf_obs = np.zeros((T, N, obs_dim), dtype=DTYPE)
@@ -247,7 +251,7 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
         buf_valid = np.zeros((T, N), dtype=bool)
 
         obs, _ = env.reset(seed=env_seed)
-        obs = np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim)
+        obs = norm.observe(np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim))
         stopped = False
         while timesteps < total_timesteps and not hooks.passed:
             if hooks.stop_requested():
@@ -264,9 +268,9 @@ def run_on_policy(agent: str, update: UpdateFn, env_id: str, args: Any, seed: in
                 buf_logp[t] = logp
                 buf_val[t] = value
                 obs, reward, term, trunc, _ = env.step(env_action)
-                obs = np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim)
-                buf_valid[t] = tracker.step(reward, term, trunc)
-                buf_rew[t] = reward
+                obs = norm.observe(np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim))
+                buf_valid[t] = tracker.step(reward, term, trunc)  # the environment's own rewards
+                buf_rew[t] = norm.reward(reward, term | trunc, buf_valid[t])
                 buf_term[t] = term
                 buf_done[t] = term | trunc
             if hooks.stopping:

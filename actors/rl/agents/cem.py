@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from actors.rl import normalize
 from actors.rl.agents import common
 from actors.rl.errors import RLError
 from actors.rl.nn import ACTIVATIONS, MLP
@@ -38,7 +39,7 @@ MAX_EPISODE_STEPS = 100_000
 
 
 @dataclass
-class Args:
+class Args(normalize.ObservationArgs):
     """CEM's hyperparameters; the bounded ones (``common.limited``) are listed in docs/agents.md."""
 
     population: int = common.limited(50, MAX_POPULATION, minimum=2)
@@ -62,6 +63,7 @@ class Args:
 
     def __post_init__(self) -> None:
         common.check_limits(self)
+        normalize.check(self)
         if not 0.0 < self.elite_frac <= 1.0:
             raise RLError("elite_frac must lie in (0, 1]")
         if max(1, int(round(self.population * self.elite_frac))) < 1:
@@ -145,6 +147,8 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         cap = _episode_cap(env_id, args)
         # Candidates' episodes are recorded directly; the tracker only holds the history.
         tracker = common.EpisodeTracker(0)
+        norm = normalize.for_run(args, (obs_dim,), P)
+        normalize.refuse_one_hot(norm, common.one_hot_states(env), NAME, env_id)
         timesteps = generation = 0
         resumed_from = None
 
@@ -156,6 +160,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             timesteps, generation = int(meta["timesteps"]), int(meta["generation"])
             rng = common.rng_from_json(meta["rng"])
             tracker = common.restored_tracker(0, saved)
+            norm.restore(saved, path)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps
         # One seed per (re)start; each generation's reset seed is then drawn from the run's RNG.
@@ -163,7 +168,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
                                         else int(rng.integers(2**31 - 1)))
 
         def save() -> None:
-            arrays = {**common.pack_list("dist", [mean, std]), **common.history_arrays(tracker)}
+            arrays = {**common.pack_list("dist", [mean, std]), **common.history_arrays(tracker), **norm.arrays()}
             common.save_checkpoint(path, arrays, {
                 "agent": NAME, "env_id": env_id, "timesteps": timesteps, "generation": generation,
                 "rng": common.rng_state_json(rng), "config": config})
@@ -174,8 +179,8 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             meta = {"agent": NAME, "env_id": env_id, "seed": seed, "timesteps": timesteps}
             one_hot = common.one_hot_states(env)
             if discrete:
-                return MLPPolicy(net, "discrete", obs_shape, meta=meta, one_hot=one_hot)
-            return MLPPolicy(net, "box", obs_shape, low, high, meta=meta, one_hot=one_hot)
+                return norm.wrap(MLPPolicy(net, "discrete", obs_shape, meta=meta, one_hot=one_hot))
+            return norm.wrap(MLPPolicy(net, "box", obs_shape, low, high, meta=meta, one_hot=one_hot))
 
         stopped = False
         while timesteps < total and not hooks.passed:
@@ -186,7 +191,8 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             extra = args.extra_std + (args.extra_std_end - args.extra_std) * frac
             thetas = mean + std * rng.standard_normal((P, mean.size))
             generation_result = _run_generation(env, thetas, layers, args.activation, discrete, low, high, obs_dim,
-                                                cap, int(env_rng.integers(2**31 - 1)), act_space, hooks.interrupted)
+                                                cap, int(env_rng.integers(2**31 - 1)), act_space, hooks.interrupted,
+                                                norm)
             if generation_result is None:
                 stopped = True
                 break
@@ -207,7 +213,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
 
 
 def _run_generation(env, thetas, layers, activation, discrete, low, high, obs_dim, cap, reset_seed, act_space,
-                    interrupted):
+                    interrupted, norm: normalize.Normalizer):
     """One episode per candidate, all stepped together; later episodes of finished copies are
     ignored (next-step autoreset keeps them running). ``None`` if ``interrupted()`` said yes
     first: with 1024 candidates of 100,000 steps, a generation is too long to wait for."""
@@ -219,7 +225,9 @@ def _run_generation(env, thetas, layers, activation, discrete, low, high, obs_di
     while running.any():
         if interrupted():
             return None
-        out = population_forward(thetas, np.asarray(obs, dtype=DTYPE).reshape(P, obs_dim), layers, activation)
+        raw = np.asarray(obs, dtype=DTYPE).reshape(P, obs_dim)
+        norm.update_obs(raw[running])  # what the candidates still in their episode see
+        out = population_forward(thetas, norm.normalize(raw), layers, activation)
         if discrete:
             action = out.argmax(axis=1)
         else:

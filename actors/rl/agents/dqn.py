@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.rl import normalize
 from actors.rl.agents import common
 from actors.rl.agents.losses import huber_loss
 from actors.rl.errors import RLError
@@ -33,7 +34,7 @@ MAX_GRADIENT_STEPS = 1024
 
 
 @dataclass
-class Args:
+class Args(normalize.Args):
     """DQN's hyperparameters; the bounded ones (``common.limited``) are listed in docs/agents.md."""
 
     num_envs: int = common.limited(4, common.MAX_NUM_ENVS)
@@ -76,6 +77,7 @@ class Args:
 
     def __post_init__(self) -> None:
         common.check_limits(self)
+        normalize.check(self)
         if self.buffer_size < self.batch_size:
             raise RLError("buffer_size must be >= batch_size")
         if self.train_frequency < 1 or self.target_update_interval < 1:
@@ -205,6 +207,8 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         buffer = ReplayBuffer(args.buffer_size, obs_dim)
         env_seed = int(rng.integers(2**31 - 1))
         tracker = common.EpisodeTracker(N)
+        norm = normalize.for_run(args, (obs_dim,), N)
+        normalize.refuse_one_hot(norm, common.one_hot_states(env), NAME, env_id)
         timesteps = grad_steps = 0
         next_train = max(args.learning_starts, args.train_frequency)
         next_target = next_train + args.target_update_interval
@@ -223,6 +227,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             next_train, next_target = int(meta["next_train"]), int(meta["next_target"])
             rng = common.rng_from_json(meta["rng"])
             tracker = common.restored_tracker(N, saved)
+            norm.restore(saved, path)
             env_seed = common.env_seed_for(seed, timesteps)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps
@@ -230,7 +235,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
         def save() -> None:
             arrays = {**common.pack_list("param", [learner.flat, learner.target_flat]),
                       **common.pack_list("adam_m", learner.opt.m), **common.pack_list("adam_v", learner.opt.v),
-                      **buffer.arrays(), **common.history_arrays(tracker)}
+                      **buffer.arrays(), **common.history_arrays(tracker), **norm.arrays()}
             common.save_checkpoint(path, arrays, {
                 "agent": NAME, "env_id": env_id, "timesteps": timesteps, "grad_steps": grad_steps,
                 "next_train": next_train, "next_target": next_target, "rb_pos": buffer.pos,
@@ -238,12 +243,13 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             hooks.last_ckpt = timesteps
 
         def make_policy() -> MLPPolicy:
-            return MLPPolicy(learner.q, "discrete", obs_shape, one_hot=common.one_hot_states(env),
-                             meta={"agent": NAME, "env_id": env_id, "seed": seed, "timesteps": timesteps})
+            return norm.wrap(MLPPolicy(learner.q, "discrete", obs_shape, one_hot=common.one_hot_states(env),
+                                       meta={"agent": NAME, "env_id": env_id, "seed": seed, "timesteps": timesteps}))
 
         explore_steps = max(1.0, args.exploration_fraction * total)
         obs, _ = env.reset(seed=env_seed)
         obs = np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim)
+        norm.update_obs(obs)  # the buffer keeps raw transitions, normalised when sampled
         stopped = False
         while timesteps < total and not hooks.passed:
             if hooks.interrupted():
@@ -253,11 +259,13 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
             explore = rng.random(N) < eps
             actions = rng.integers(0, n_actions, size=N)
             if not explore.all():
-                greedy = learner.q.forward(obs).argmax(axis=1)
+                greedy = learner.q.forward(norm.normalize(obs)).argmax(axis=1)
                 actions = np.where(explore, actions, greedy)
             next_obs, reward, term, trunc, _ = env.step(actions)
             next_obs = np.asarray(next_obs, dtype=DTYPE).reshape(N, obs_dim)
             valid = tracker.step(reward, term, trunc)
+            norm.update_obs(next_obs)
+            norm.reward(reward, term | trunc, valid)  # updates the return statistics the samples are scaled by
             if valid.all():
                 buffer.add(obs, actions, reward, next_obs, term)
             elif valid.any():
@@ -272,7 +280,7 @@ def train(env_id: str, args: Args | dict | None = None, seed: int = 0, total_tim
                 for _ in range(args.gradient_steps):
                     if hooks.interrupted():
                         break
-                    _, grads = learner.loss_and_grads(*buffer.sample(rng, args.batch_size))
+                    _, grads = learner.loss_and_grads(*norm.replayed(buffer.sample(rng, args.batch_size)))
                     learner.opt.step(grads)
                     grad_steps += 1
                 if hooks.stopping:  # interrupted mid-block: no target sync, report or check

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.rl import normalize
 from actors.rl.agents import common
 from actors.rl.agents.dqn import MAX_BATCH_SIZE, MAX_BUFFER_SIZE, MAX_GRADIENT_STEPS, ReplayBuffer
 from actors.rl.errors import RLError
@@ -17,7 +18,7 @@ DTYPE = np.float32
 
 
 @dataclass
-class OffPolicyArgs:
+class OffPolicyArgs(normalize.Args):
     """The hyperparameters SAC and TD3 both have (each agent's ``Args`` sets its own defaults)."""
 
     num_envs: int = common.limited(1, common.MAX_NUM_ENVS)
@@ -46,6 +47,7 @@ class OffPolicyArgs:
 
     def __post_init__(self) -> None:
         common.check_limits(self)
+        normalize.check(self)
         if self.buffer_size < self.batch_size:
             raise RLError("buffer_size must be >= batch_size")
         if self.train_frequency < 1 or self.learning_starts < 0:
@@ -141,6 +143,8 @@ def run_off_policy(name, learner_cls, env_id, args, seed, total, progress, check
         buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
         env_seed = int(rng.integers(2**31 - 1))
         tracker = common.EpisodeTracker(N)
+        norm = normalize.for_run(args, (obs_dim,), N)
+        normalize.refuse_one_hot(norm, common.one_hot_states(env), name, env_id)
         timesteps = grad_steps = 0
         next_train = max(args.learning_starts, args.train_frequency * N)
         resumed_from = None
@@ -159,12 +163,14 @@ def run_off_policy(name, learner_cls, env_id, args, seed, total, progress, check
             timesteps, grad_steps, next_train = int(meta["timesteps"]), int(meta["grad_steps"]), int(meta["next_train"])
             rng = common.rng_from_json(meta["rng"])
             tracker = common.restored_tracker(N, saved)
+            norm.restore(saved, path)
             env_seed = common.env_seed_for(seed, timesteps)
             resumed_from = timesteps
             hooks.last_ckpt = hooks.last_check = timesteps
 
         def save() -> None:
-            arrays = {**common.pack_list("param", flats), **buffer.arrays(), **common.history_arrays(tracker)}
+            arrays = {**common.pack_list("param", flats), **buffer.arrays(), **common.history_arrays(tracker),
+                      **norm.arrays()}
             for i, opt in enumerate(learner.optimizers):
                 arrays.update(common.pack_list(f"adam{i}_m", opt.m))
                 arrays.update(common.pack_list(f"adam{i}_v", opt.v))
@@ -175,13 +181,14 @@ def run_off_policy(name, learner_cls, env_id, args, seed, total, progress, check
             hooks.last_ckpt = timesteps
 
         def make_policy() -> MLPPolicy:
-            return MLPPolicy(learner.acting_net(), "box", obs_shape, low, high, squash=True,
-                             one_hot=common.one_hot_states(env),
-                             meta={"agent": name, "env_id": env_id, "seed": seed, "timesteps": timesteps,
-                                   **{k: round(float(v), 6) for k, v in last.items()}})
+            return norm.wrap(MLPPolicy(learner.acting_net(), "box", obs_shape, low, high, squash=True,
+                                       one_hot=common.one_hot_states(env),
+                                       meta={"agent": name, "env_id": env_id, "seed": seed, "timesteps": timesteps,
+                                             **{k: round(float(v), 6) for k, v in last.items()}}))
 
         obs, _ = env.reset(seed=env_seed)
         obs = np.asarray(obs, dtype=DTYPE).reshape(N, obs_dim)
+        norm.update_obs(obs)  # the buffer keeps raw transitions, normalised when sampled
         next_report = (timesteps // 1_000 + 1) * 1_000  # progress about every thousand steps, never twice
         stopped = False
         while timesteps < total and not hooks.passed:
@@ -191,10 +198,12 @@ def run_off_policy(name, learner_cls, env_id, args, seed, total, progress, check
             if timesteps < args.learning_starts:
                 actions = rng.uniform(-1.0, 1.0, size=(N, act_dim)).astype(DTYPE)
             else:
-                actions = learner.sample(obs, rng)
+                actions = learner.sample(norm.normalize(obs), rng)
             next_obs, reward, term, trunc, _ = env.step(low + 0.5 * (actions.astype(np.float64) + 1.0) * (high - low))
             next_obs = np.asarray(next_obs, dtype=DTYPE).reshape(N, obs_dim)
             valid = tracker.step(reward, term, trunc)
+            norm.update_obs(next_obs)
+            norm.reward(reward, term | trunc, valid)  # updates the return statistics the samples are scaled by
             if valid.any():
                 buffer.add(obs[valid], actions[valid], np.asarray(reward, dtype=DTYPE)[valid], next_obs[valid],
                            np.asarray(term, dtype=DTYPE)[valid])
@@ -207,7 +216,7 @@ def run_off_policy(name, learner_cls, env_id, args, seed, total, progress, check
                     if hooks.interrupted():
                         break
                     grad_steps += 1
-                    last = learner.update(buffer.sample(rng, args.batch_size), rng, grad_steps)
+                    last = learner.update(norm.replayed(buffer.sample(rng, args.batch_size)), rng, grad_steps)
                 if hooks.stopping:
                     stopped = True
                     break

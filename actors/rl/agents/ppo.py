@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.rl import normalize
 from actors.rl.agents import common
 from actors.rl.agents.actor_critic import MAX_N_STEPS, MAX_ROLLOUT, ActorCritic, Batch, run_on_policy, supports
 from actors.rl.errors import OutOfRange, RLError
@@ -28,7 +29,7 @@ MAX_MINIBATCHES = 4096
 
 
 @dataclass
-class Args:
+class Args(normalize.Args):
     """PPO's hyperparameters. Those that cost time or memory carry their bounds (``common.limited``);
     docs/agents.md lists them with the reasoning."""
 
@@ -77,6 +78,7 @@ class Args:
 def validate_common(args) -> None:
     """The checks PPO and A2C share: limits first, then the rollout size they imply together."""
     common.check_limits(args)
+    normalize.check(args)
     if args.num_envs * args.n_steps > MAX_ROLLOUT:
         raise OutOfRange("n_steps", MAX_ROLLOUT // args.num_envs, args.n_steps, message=(
             f"num_envs * n_steps = {args.num_envs * args.n_steps} transitions per rollout exceeds the limit of "

@@ -14,9 +14,10 @@ at commit 22e3ff2, April 2026), translated to this engine's names:
   (``double_q: false``).
 
 Where the zoo uses something this engine does not have, the preset says so in ``differences``
-instead of pretending to be the zoo's; pairs that depend on observation normalisation or gSDE
-exploration have no preset (:data:`WITHOUT_PRESET` says why), because a preset without them is not the
-tuned setting.
+instead of pretending to be the zoo's; pairs that depend on gSDE exploration (or, for TD3 on
+MountainCarContinuous, Ornstein-Uhlenbeck noise) have no preset (:data:`WITHOUT_PRESET` says why),
+because a preset without them is not the tuned setting. The zoo's ``normalize: true`` is
+``normalize_obs`` and ``normalize_reward``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ _SB3_PPO = {"learning_rate": 3e-4, "anneal_lr": False, "gamma": 0.99, "gae_lambd
 _SB3_A2C = {"learning_rate": 7e-4, "anneal_lr": False, "n_steps": 5, "gamma": 0.99, "gae_lambda": 1.0,
             "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5, "optimizer": "rmsprop",
             "normalize_advantage": False}
+#: The zoo's ``normalize: true``: VecNormalize over observations and rewards with its default clips, at
+#: the algorithm's discount (the zoo passes ``gamma`` on), as actors/rl/normalize.py does.
+_VECNORMALIZE = {"normalize_obs": True, "normalize_reward": True}
 _SB3_DQN = {"num_envs": 1, "double_q": False, "start_e": 1.0, "max_grad_norm": 10.0}
 _DQN_ACROBOT_LUNAR = {**_SB3_DQN, "learning_rate": 6.3e-4, "batch_size": 128, "buffer_size": 50_000,
                       "learning_starts": 0, "gamma": 0.99, "target_update_interval": 250, "train_frequency": 4,
@@ -63,7 +67,13 @@ _ALL = [
     Preset("PPO", "LunarLanderContinuous-v3", {**_SB3_PPO, "num_envs": 16, "n_steps": 1024, "num_minibatches": 256,
                                                "gae_lambda": 0.98, "gamma": 0.999, "n_epochs": 4, "ent_coef": 0.01},
            1_000_000),
+    Preset("PPO", "MountainCar-v0", {**_SB3_PPO, **_VECNORMALIZE, "num_envs": 16, "n_steps": 16, "num_minibatches": 4,
+                                     "gae_lambda": 0.98, "gamma": 0.99, "n_epochs": 4}, 1_000_000),
+    Preset("PPO", "Acrobot-v1", {**_SB3_PPO, **_VECNORMALIZE, "num_envs": 16, "n_steps": 256, "num_minibatches": 64,
+                                 "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4}, 1_000_000),
     Preset("A2C", "CartPole-v1", {**_SB3_A2C, "num_envs": 8}, 500_000),
+    Preset("A2C", "MountainCar-v0", {**_SB3_A2C, **_VECNORMALIZE, "num_envs": 16}, 1_000_000),
+    Preset("A2C", "Acrobot-v1", {**_SB3_A2C, **_VECNORMALIZE, "num_envs": 16}, 500_000),
     Preset("A2C", "LunarLander-v3", {**_SB3_A2C, "num_envs": 8, "gamma": 0.995, "learning_rate": 8.3e-4,
                                      "anneal_lr": True, "ent_coef": 1e-5}, 200_000),
     Preset("DQN", "CartPole-v1", {**_SB3_DQN, "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
@@ -89,15 +99,11 @@ PRESETS: dict[tuple[str, str], Preset] = {(p.agent, p.env_id): p for p in _ALL}
 
 #: Zoo entries left out, and why: a preset without these features would not be the tuned setting.
 WITHOUT_PRESET: dict[tuple[str, str], str] = {
-    ("PPO", "MountainCar-v0"): "the zoo normalises observations (VecNormalize)",
-    ("PPO", "Acrobot-v1"): "the zoo normalises observations (VecNormalize)",
-    ("PPO", "MountainCarContinuous-v0"): "the zoo normalises observations and explores with gSDE",
+    ("PPO", "MountainCarContinuous-v0"): "the zoo explores with gSDE",
     ("PPO", "Pendulum-v1"): "the zoo explores with gSDE",
-    ("A2C", "MountainCar-v0"): "the zoo normalises observations (VecNormalize)",
-    ("A2C", "Acrobot-v1"): "the zoo normalises observations (VecNormalize)",
-    ("A2C", "Pendulum-v1"): "the zoo normalises observations and explores with gSDE",
-    ("A2C", "LunarLanderContinuous-v3"): "the zoo normalises observations and explores with gSDE",
-    ("A2C", "MountainCarContinuous-v0"): "the zoo normalises observations and explores with gSDE",
+    ("A2C", "Pendulum-v1"): "the zoo explores with gSDE",
+    ("A2C", "LunarLanderContinuous-v3"): "the zoo explores with gSDE",
+    ("A2C", "MountainCarContinuous-v0"): "the zoo explores with gSDE",
     ("SAC", "MountainCarContinuous-v0"): "the zoo explores with gSDE",
     ("TD3", "MountainCarContinuous-v0"): "the zoo explores with Ornstein-Uhlenbeck noise",
 }

@@ -114,7 +114,7 @@ def _native_policy(arrays: dict[str, np.ndarray], manifest: dict, spaces_, env_i
     activation = manifest.get("activation")
     if activation not in ACTIVATIONS:
         raise ModelFileError("bad_manifest", f"manifest activation {activation!r} is not one of {ACTIVATIONS}")
-    state = {k: v for k, v in arrays.items() if k not in ("action_low", "action_high", "log_std")}
+    state = {k: v for k, v in arrays.items() if k not in ("action_low", "action_high", "log_std", *_NATIVE_NORM)}
     net, _ = mlp_from_state_dict(state, activation)
     arch = manifest.get("architecture") or {}
     sizes = arch.get("sizes")
@@ -127,10 +127,36 @@ def _native_policy(arrays: dict[str, np.ndarray], manifest: dict, spaces_, env_i
     obs_shape = tuple(int(s) for s in obs_shape) if isinstance(obs_shape, list) else None
     squash = arch.get("action_transform") in ("tanh-rescale", "tanh")
     one_hot = net.sizes[0] if arch.get("obs_encoding") == "one-hot" else None
-    return build_mlp_policy(net, spaces_, env_id, head=head, obs_shape=obs_shape,
-                            action_low=arrays.get("action_low"), action_high=arrays.get("action_high"),
-                            log_std=arrays.get("log_std"), meta={"format": NATIVE}, squash=squash,
-                            one_hot=one_hot)
+    policy = build_mlp_policy(net, spaces_, env_id, head=head, obs_shape=obs_shape,
+                              action_low=arrays.get("action_low"), action_high=arrays.get("action_high"),
+                              log_std=arrays.get("log_std"), meta={"format": NATIVE}, squash=squash,
+                              one_hot=one_hot)
+    return _native_normalization(policy, arrays, manifest)
+
+
+#: The arrays a native file of a policy trained with normalised observations adds.
+_NATIVE_NORM = ("obs_mean", "obs_var")
+
+
+def _native_normalization(policy: Policy, arrays: dict[str, np.ndarray], manifest: dict) -> Policy:
+    """A native file's own observation statistics (a hub-trained ``normalize_obs`` policy): its
+    arrays, and the epsilon and clip the manifest states; nothing is assumed if one is missing."""
+    present = [k for k in _NATIVE_NORM if k in arrays]
+    if not present:
+        return policy
+    stated = (manifest.get("architecture") or {}).get("normalization") or {}
+    missing = [k for k in _NATIVE_NORM if k not in arrays] + [k for k in ("epsilon", "clip_obs") if k not in stated]
+    if missing:
+        raise ModelFileError("bad_manifest", f"the file carries observation statistics but not {missing}; "
+                             "a policy cannot be evaluated with half its preprocessing")
+    stats = check_normalization({"obs_mean": arrays["obs_mean"].tolist(), "obs_var": arrays["obs_var"].tolist(),
+                                 "epsilon": stated["epsilon"], "clip_obs": stated["clip_obs"]})
+    manifest.setdefault("preprocessing", {})["normalization"] = {
+        "kind": "vecnormalize", "source": "file", "shape": stats["shape"], "epsilon": stats["epsilon"],
+        "clip_obs": stats["clip_obs"],
+        "formula": "clip((obs - obs_mean) / sqrt(obs_var + epsilon), -clip_obs, clip_obs)"}
+    return NormalizedPolicy(policy, np.asarray(stats["obs_mean"]), np.asarray(stats["obs_var"]), stats["epsilon"],
+                            stats["clip_obs"], source="file")
 
 
 def _state_dict_policy(arrays: dict[str, np.ndarray], activation: str | None, prefix: str | None,
@@ -238,6 +264,9 @@ def load_policy(path: str | os.PathLike, *, env_id: str | None = None, activatio
             policy, manifest, shapes = _onnx(path, spaces_, env_id, action_scaling, max_bytes)
         else:  # pragma: no cover - sniff_stream only returns known formats
             raise ModelFileError("unsupported_format", f"unknown format {fmt}")
+    if normalization is not None and isinstance(policy, NormalizedPolicy):
+        raise ModelFileError("normalization_conflict", "the model file carries its own observation statistics; "
+                             "send none with it")
     policy = _normalize(policy, manifest, normalization)
     if spaces_ is not None:
         check_policy_spaces(policy, spaces_[0], spaces_[1], env_id or "the environment")

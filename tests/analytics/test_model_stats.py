@@ -1,0 +1,103 @@
+"""The model leaderboard's kept statistics: whatever happened to the snapshot folder since the last
+read (new evaluations, a rewritten batch, a retrain, a compaction, a damaged or unwritable copy),
+the next leaderboard equals one computed from scratch."""
+
+import shutil
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from analytics import compaction, model_stats, reports
+from analytics.snapshots import Batch, write_batch
+from tests.analytics.synthetic import T0, experiment
+
+ENV = "CartPole-v1"
+
+
+def _board(folder, **kwargs):
+    return reports.model_leaderboard(folder, ENV, limit=None, ci_resamples=200, **kwargs)
+
+
+def _from_scratch(folder):
+    shutil.rmtree(folder / model_stats.CACHE_DIR, ignore_errors=True)
+    return _board(folder)
+
+
+def _benchmark(folder, evaluation: str, model: str, returns, when=T0):
+    rows = {"source": ["benchmark"] * len(returns), "evaluation_id": [evaluation] * len(returns),
+            "model_id": [model] * len(returns), "phase": ["eval"] * len(returns),
+            "episode": list(range(len(returns))), "return": [float(r) for r in returns],
+            "length": [10] * len(returns), "recorded_at": [when] * len(returns)}
+    write_batch(folder, Batch("episodes", f"evaluation-{evaluation}", ENV, when, rows))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(3)
+    experiment(tmp_path, 1, "CEM", eval_returns={s: np.round(rng.normal(200, 30, 40)) for s in (0, 1)})
+    experiment(tmp_path, 2, "PPO", when=T0 + timedelta(hours=1),
+               eval_returns={s: np.round(rng.normal(300, 30, 40)) for s in (0, 1)})
+    return tmp_path
+
+
+def test_a_kept_board_answers_as_a_fresh_one_and_is_kept(folder):
+    first = _board(folder)
+    assert (folder / model_stats.CACHE_DIR).is_dir()
+    assert _board(folder) == first == _from_scratch(folder)
+    assert all(e["ci95"] is not None for e in first)
+
+
+def test_new_and_rewritten_batches_are_seen(folder):
+    _board(folder)
+    _benchmark(folder, "b1", "model-1-0", np.full(30, 500.0))  # more episodes of a model already there
+    _benchmark(folder, "b2", "uploaded-1", np.full(30, 450.0))  # a new model
+    board = _board(folder)
+    assert board == _from_scratch(folder)
+    by_model = {e["model_id"]: e for e in board}
+    assert by_model["model-1-0"]["episodes"] == 70 and by_model["uploaded-1"]["iqm"] == 450.0
+    _benchmark(folder, "b2", "uploaded-1", np.full(30, 10.0))  # the same batch written again
+    board = _board(folder)
+    assert {e["model_id"]: e["iqm"] for e in board}["uploaded-1"] == 10.0
+    assert board == _from_scratch(folder)
+
+
+def test_a_retrain_leaves_the_superseded_models_off(folder):
+    _board(folder)
+    experiment(folder, 1, "CEM", task_id="retrain1-task", when=T0 + timedelta(hours=2),
+               eval_returns={s: np.full(40, 499.0) for s in (0, 1)})
+    board = _board(folder)
+    assert board == _from_scratch(folder)
+    assert {e["model_id"] for e in board} == {"model-2-0", "model-2-1", "model-1-0-retrain1-task",
+                                              "model-1-1-retrain1-task"}
+
+
+def test_compaction_changes_no_answer(folder):
+    before = _board(folder)
+    _benchmark(folder, "b3", "uploaded-2", np.arange(50.0), when=T0)
+    compaction.compact(folder, min_files=2)
+    after = _board(folder)
+    assert after == _from_scratch(folder)
+    assert [e for e in after if e["model_id"] != "uploaded-2"] == [e for e in before]
+
+
+def test_a_damaged_or_unwritable_copy_is_only_a_slower_read(folder):
+    want = _board(folder)
+    for kept in (folder / model_stats.CACHE_DIR).iterdir():
+        kept.write_bytes(b"not parquet")
+    assert _board(folder) == want
+    shutil.rmtree(folder / model_stats.CACHE_DIR)
+    (folder / model_stats.CACHE_DIR).write_text("a file where the folder should be")
+    assert _board(folder) == want
+    assert _board(folder) == want
+
+
+def test_other_resampling_settings_and_filters_are_answered_not_mixed(folder):
+    default = _board(folder)
+    other = reports.model_leaderboard(folder, ENV, limit=None, ci_resamples=300, seed=4)
+    assert [e["ci95"] for e in other] != [e["ci95"] for e in default]
+    assert _board(folder) == default
+    only_cem = reports.model_leaderboard(folder, ENV, agent="CEM", limit=None, ci_resamples=200)
+    assert {e["model_id"] for e in only_cem} == {"model-1-0", "model-1-1"}
+    unranked = lambda entries: {e["model_id"]: {k: v for k, v in e.items() if k != "rank"} for e in entries}  # noqa: E731
+    assert unranked(only_cem) == {m: e for m, e in unranked(default).items() if m in {"model-1-0", "model-1-1"}}
