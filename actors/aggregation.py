@@ -9,7 +9,6 @@ with the statistics and then ``SnapshotWritten``; a failed evaluation fails the 
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from actors.handling import consumer
-from analytics import reports, snapshots
 from analytics import rows as snapshot_rows
+from analytics import snapshots
 from storage import experiments, ledger, outbox, runs, supersession, tasks
 from storage.context import Storage
 from storage.evaluations import EvaluationStatus
@@ -27,8 +26,6 @@ from storage.models import Environment, Evaluation, Experiment, Task, TrainingRu
 
 if TYPE_CHECKING:
     from actors.runtime import Runtime
-
-log = logging.getLogger(__name__)
 
 CONSUMER = "aggregate"
 SUMMARY_KEYS = ("mean", "std", "median", "min", "max", "iqm", "ci95", "score", "mean_length", "episodes", "seed")
@@ -41,7 +38,6 @@ def aggregate(runtime: Runtime, envelope: Envelope) -> None:
     if event.experiment_id is None:
         _snapshot_benchmark(storage, envelope, event)
         return
-    written = None
     with storage.db.session() as session:
         experiment = session.get(Experiment, event.experiment_id, with_for_update=True)
         run = session.get(TrainingRun, event.run_id)
@@ -69,35 +65,19 @@ def aggregate(runtime: Runtime, envelope: Envelope) -> None:
                 rows = _write_snapshots(storage.settings.snapshots_dir, experiment, task_runs, evaluations, task.id)
                 outbox.record(session, SnapshotWritten(experiment_id=experiment.id,
                                                        datasets=sorted(rows), rows=sum(rows.values())))
-                written = experiment.env_name
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
-    if written:
-        _keep_leaderboard(storage.settings.snapshots_dir, written)
 
 
 def _snapshot_benchmark(storage: Storage, envelope: Envelope, event: EvaluationCompleted | EvaluationFailed) -> None:
     """A benchmark run's task already carries its result; here it joins the Parquet snapshots."""
     with storage.db.session() as session:
         evaluation = session.get(Evaluation, event.evaluation_id)
-        written: set[str] = set()
         if evaluation is not None:
             batches = snapshot_rows.benchmark_batches(session, evaluation)  # empty unless completed
             snapshots.write_batches(storage.settings.snapshots_dir, batches)
-            written = {b.env_name for b in batches}
         ledger.mark(session, envelope.id, CONSUMER)
         session.commit()
-    for env in written:
-        _keep_leaderboard(storage.settings.snapshots_dir, env)
-
-
-def _keep_leaderboard(snapshots_dir, env: str) -> None:
-    """Recompute the env's kept model statistics after a write, so that readers find them ready
-    (docs/analytics.md, "Kept model statistics"). Best effort: a reader recomputes what is stale."""
-    try:
-        reports.keep_model_statistics(snapshots_dir, [env])
-    except Exception as exc:  # noqa: BLE001 - a cache; the write it follows has committed
-        log.warning("kept model statistics of %s not refreshed: %s", env, exc)
 
 
 def learning_curve(runs: list[TrainingRun], bins: int | None = None) -> list[dict]:

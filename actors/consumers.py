@@ -49,5 +49,6 @@ class Periodic(NamedTuple):
 PERIODIC: list[Periodic] = [
     Periodic("webhook_sweep", webhooks.SWEEP_EVERY_S, webhooks.sweep),
     Periodic("snapshot_compaction", housekeeping.COMPACT_EVERY_S, housekeeping.compact_snapshots),
+    Periodic("leaderboard_statistics", housekeeping.LEADERBOARD_EVERY_S, housekeeping.refresh_leaderboards),
     Periodic("temporary_files", housekeeping.TEMP_SWEEP_EVERY_S, housekeeping.remove_stale_temporaries),
 ]

@@ -19,7 +19,11 @@ COMPACT_EVERY_S = 60.0
 COMPACT_MIN_FILES = 16
 COMPACT_MIN_AGE_S = 30.0
 
+#: How often a relay brings the kept leaderboard statistics of changed envs up to date.
+LEADERBOARD_EVERY_S = 30.0
+
 _compacting = threading.Lock()
+_refreshing = threading.Lock()
 
 
 def compact_snapshots(storage: Storage, _actors=None) -> None:
@@ -45,6 +49,29 @@ def compact_snapshots(storage: Storage, _actors=None) -> None:
             _compacting.release()
 
     threading.Thread(target=work, name="snapshot-compaction", daemon=True).start()
+
+
+def refresh_leaderboards(storage: Storage, _actors=None) -> None:
+    """Recompute, in the background, the kept model statistics of every env whose snapshot batches
+    changed (docs/analytics.md, "Kept model statistics"), so that a leaderboard reader finds them
+    ready instead of bootstrapping the intervals itself. Off the aggregate actor's path: 500
+    experiments finishing together cost one refresh per env and period, not one each."""
+    if not _refreshing.acquire(blocking=False):
+        return
+
+    def work() -> None:
+        from analytics.reports import keep_model_statistics
+
+        try:
+            refreshed = keep_model_statistics(storage.settings.snapshots_dir)
+            if refreshed:
+                log.info("refreshed the kept leaderboard statistics of %s", ", ".join(refreshed))
+        except Exception as exc:  # noqa: BLE001 - a cache; readers recompute what is stale
+            log.warning("leaderboard statistics refresh failed: %s", exc)
+        finally:
+            _refreshing.release()
+
+    threading.Thread(target=work, name="leaderboard-refresh", daemon=True).start()
 
 
 def remove_stale_temporaries(storage: Storage, _actors=None) -> int:

@@ -10,7 +10,8 @@ the env's batches now (file footers, cached by file identity) and recomputes onl
 batch that is new, rewritten or gone, or whose superseded flag changed; compaction keeps batch
 versions, so it invalidates nothing. The interval is the costly part (a bootstrap of 1,000
 resamples of every episode of the model), and it is kept for the one resampling setting it was
-computed with.
+computed with. The relays refresh the envs whose batches changed in the background
+(:func:`analytics.reports.keep_model_statistics`), so a reader rarely pays even that.
 
 The copy is only ever a cache: it is written atomically, a missing, foreign or unreadable one is
 recomputed, and a folder the process may not write to is read as if there were none. Filtered
@@ -262,6 +263,19 @@ def intervals(snapshots_dir: Path | str, kept: Board, models: Sequence[str], *, 
         kept.rows[model].ci95 = stats.iqm_ci(kept.fresh[model], n_resamples=resamples, seed=seed)
         kept.changed = True
     return {m: kept.rows[m].ci95 for m in models}
+
+
+def is_current(snapshots_dir: Path | str, env: str) -> bool:
+    """Whether ``env``'s kept rows were computed from the env's batches as they are now (a footer
+    read and a listing; no rows). A superseded flag changes only with a new batch of the retrain."""
+    try:
+        meta = pq.read_schema(_path(snapshots_dir, env)).metadata or {}
+        if meta.get(_FORMAT) != _FORMAT_VERSION:
+            return False
+        kept = {str(k): int(v) for k, v in json.loads(meta[_STATE]).items()}
+    except (OSError, KeyError, ValueError, TypeError, pa.ArrowException):
+        return False
+    return kept == readers.batch_state(snapshots_dir, "episodes", env)
 
 
 def save(snapshots_dir: Path | str, kept: Board) -> None:

@@ -415,11 +415,18 @@ def _filtered_intervals(snapshots_dir: Path | str, env: str, models: list[str], 
     return {m: stats.iqm_ci(found.of(g), n_resamples=resamples, seed=seed) for g, m in enumerate(found.model_id)}
 
 
-def keep_model_statistics(snapshots_dir: Path | str, envs: Sequence[str]) -> None:
-    """Bring the kept model statistics of ``envs`` up to date for a default leaderboard read (its
-    limit and intervals), so that the next reader finds them computed: called after a write."""
+def keep_model_statistics(snapshots_dir: Path | str, envs: Sequence[str] | None = None) -> list[str]:
+    """Bring the kept model statistics of ``envs`` (default: every env with episodes) up to date for
+    a default leaderboard read (its limit and intervals), so that the next reader finds them
+    computed; envs whose batches did not change are left alone. Returns the envs refreshed."""
+    if envs is None:
+        envs = sorted({e for e, _, _ in _partitions(snapshots_dir, "episodes")})
+    refreshed = []
     for env in envs:
-        model_leaderboard(snapshots_dir, env, limit=LEADERBOARD_LIMIT)
+        if not model_stats.is_current(snapshots_dir, env):
+            model_leaderboard(snapshots_dir, env, limit=LEADERBOARD_LIMIT)
+            refreshed.append(env)
+    return refreshed
 
 
 def leaderboards(snapshots_dir: Path | str, *, env: str | None = None, agent: str | None = None,

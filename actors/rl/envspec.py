@@ -32,6 +32,31 @@ _KNOWN_NAMESPACES = {
 }
 
 
+#: Gymnasium's environment families that need one of this package's optional extras, by the
+#: module their entry point lives in.
+_EXTRAS = {"gymnasium.envs.box2d.": "box2d", "gymnasium.envs.mujoco.": "mujoco"}
+
+
+def extra_for(env_id: str) -> str | None:
+    """The optional extra of this package (``pip install -e '.[box2d]'``) that ``env_id`` needs, if any."""
+    try:
+        entry = gymnasium.spec(env_id).entry_point
+    except Exception:  # noqa: BLE001 - an unknown id needs no extra; make_env says what it is
+        return None
+    module = entry if isinstance(entry, str) else getattr(entry, "__module__", "")
+    return next((extra for prefix, extra in _EXTRAS.items() if module.startswith(prefix)), None)
+
+
+def _missing(env_id: str, exc: BaseException) -> EnvSpecError:
+    extra = extra_for(env_id)
+    if extra is None:
+        return EnvSpecError(f"environment {env_id!r} needs a dependency that is not installed: {exc}",
+                            [], code="missing_dependency", env_id=env_id)
+    return EnvSpecError(f"environment {env_id!r} needs the {extra!r} extra, which is not installed here: "
+                        f"pip install -e '.[{extra}]' in a checkout, or pip install 'resimhub[{extra}]' "
+                        f"(gymnasium said: {exc})", [], code="missing_dependency", env_id=env_id, extra=extra)
+
+
 def _registry_ids() -> list[str]:
     return sorted(gymnasium.envs.registry.keys())
 
@@ -78,9 +103,10 @@ def make_env(env_id: str, env_kwargs: dict | None = None, **make_kwargs: Any) ->
     except (gym_error.UnregisteredEnv, gym_error.DeprecatedEnv) as exc:
         raise _unknown(env_id, str(exc).split(".")[0].replace("`", "")) from None
     except gym_error.DependencyNotInstalled as exc:
-        raise EnvSpecError(f"environment {env_id!r} needs a dependency that is not installed: {exc}",
-                           [], code="missing_dependency", env_id=env_id) from None
+        raise _missing(env_id, exc) from None
     except ImportError as exc:
+        if extra_for(env_id) is not None:
+            raise _missing(env_id, exc) from None
         raise EnvSpecError(f"environment {env_id!r} cannot be built here: {exc}", [],
                            code="missing_dependency", env_id=env_id) from None
     except TypeError as exc:

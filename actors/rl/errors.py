@@ -74,16 +74,20 @@ class EnvSpecError(RLError):
     status = 422
 
     def __init__(self, message: str, close_matches: list[str] | None = None, *,
-                 code: str | None = None, env_id: str | None = None) -> None:
+                 code: str | None = None, env_id: str | None = None, extra: str | None = None) -> None:
         super().__init__(message)
         self.close_matches = list(close_matches or [])
         self.env_id = env_id
+        #: The package extra that would make the environment available (``box2d``, ``mujoco``).
+        self.extra = extra
         if code is not None:
             self.code = code
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "message": str(self),
-                "details": {"env_id": self.env_id, "close_matches": list(self.close_matches)}}
+        details = {"env_id": self.env_id, "close_matches": list(self.close_matches)}
+        if self.extra is not None:
+            details["extra"] = self.extra
+        return {"code": self.code, "message": str(self), "details": details}
 
 
 class OutOfRange(RLError):

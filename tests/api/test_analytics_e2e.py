@@ -157,7 +157,6 @@ def test_the_gateway_answers_what_a_read_of_the_files_answers(trained):
     recomputed where a batch changed): a repeated request answers the same, and what the reports
     answer from the files."""
     client = trained.client
-    assert (trained.settings.snapshots_dir / "_model_statistics").is_dir()  # kept by the aggregate actor
     first = client.get("/api/analytics/leaderboard", params={"env": ENV}).json()
     assert client.get("/api/analytics/leaderboard", params={"env": ENV}).json() == first
     assert client.get("/api/v1/analytics/recent").status_code == 200

@@ -1,5 +1,7 @@
 """Embedded end to end: register → event → relay → actor → verified, seen through every read path."""
 
+import importlib.util
+
 
 def test_register_cartpole_end_to_end(hub):
     r = hub.client.post("/api/environments", json={"env_name": "CartPole-v1"})
@@ -26,6 +28,12 @@ def test_register_cartpole_end_to_end(hub):
     assert [e["env_name"] for e in legacy.json()] == ["CartPole-v1"]
 
 
+def test_a_box2d_env_is_verified_with_the_extra_installed(hub):
+    task = hub.wait_task(hub.client.post("/api/environments", json={"env_name": "LunarLander-v3"}).json()["task_id"])
+    assert task["status"] == "succeeded", task
+    assert task["result"]["spec"]["observation_space"]["shape"] == [8]
+
+
 def test_registering_twice_is_idempotent(hub):
     first = hub.client.post("/api/environments", json={"env_name": "Acrobot-v1"})
     hub.wait_task(first.json()["task_id"])
@@ -35,12 +43,15 @@ def test_registering_twice_is_idempotent(hub):
 
 
 def test_an_env_that_cannot_be_built_is_rejected_with_the_reason(hub):
-    # Registered in Gymnasium, but needs the Box2D extra that is not installed here.
-    r = hub.client.post("/api/environments", json={"env_name": "LunarLander-v3"})
+    # Registered in Gymnasium, but needs the MuJoCo extra, which the test environment leaves out.
+    assert importlib.util.find_spec("mujoco") is None, "this test needs an environment without MuJoCo"
+    r = hub.client.post("/api/environments", json={"env_name": "HalfCheetah-v5"})
     assert r.status_code == 202, r.text
     task = hub.wait_task(r.json()["task_id"])
     assert task["status"] == "failed" and task["error"]["code"] == "environment_rejected"
-    assert "box2d" in task["error"]["message"].lower()
+    assert "pip install -e '.[mujoco]'" in task["error"]["message"]
+    env = hub.client.get(f"/api/environments/{r.json()['environment_id']}").json()
+    assert env["status"] == "rejected" and "mujoco" in env["reason"]
     types = [e["type"] for e in hub.client.get("/api/events").json()["events"]]
     assert types[-1] == "resimhub.environment.rejected"
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
-from actors.rl.envspec import close_env_matches, describe_env, env_spaces, make_env, space_to_dict
+from actors.rl.envspec import close_env_matches, describe_env, env_spaces, extra_for, make_env, space_to_dict
 from actors.rl.errors import EnvSpecError
 
 
@@ -54,17 +55,23 @@ def test_missing_namespace_is_a_dependency_problem():
     assert "atari" in str(err.value).lower()
 
 
-def test_box2d_env_without_box2d_explains_why():
-    try:
-        import Box2D  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("Box2D is installed here")
+def test_the_box2d_extra_makes_lunarlander_available():
+    # The test extra installs resimhub[box2d], as a user's pip install -e '.[box2d]' would.
+    spec = describe_env("LunarLander-v3", seed=0)
+    assert spec["observation_space"]["shape"] == [8] and spec["action_space"]["n"] == 4
+    assert extra_for("LunarLander-v3") == "box2d" and extra_for("BipedalWalker-v3") == "box2d"
+    assert extra_for("HalfCheetah-v5") == "mujoco" and extra_for("CartPole-v1") is None
+
+
+def test_an_env_of_a_missing_extra_names_the_extra_to_install():
+    if importlib.util.find_spec("mujoco") is not None:  # installed: the task builds
+        assert describe_env("HalfCheetah-v5", seed=0)["observation_space"]["shape"] == [17]
+        return
     with pytest.raises(EnvSpecError) as err:
-        describe_env("LunarLander-v3")
-    assert err.value.code == "missing_dependency"
-    assert "Box2D" in str(err.value)
+        describe_env("HalfCheetah-v5")
+    assert err.value.code == "missing_dependency" and err.value.extra == "mujoco"
+    assert "pip install -e '.[mujoco]'" in str(err.value)
+    assert err.value.to_dict()["details"]["extra"] == "mujoco"
 
 
 def test_bad_kwargs_are_reported():
