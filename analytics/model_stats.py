@@ -81,16 +81,20 @@ class Returns:
         with np.errstate(invalid="ignore", divide="ignore"):
             totals = np.add.reduceat(self.values, starts) if self.values.size else np.zeros(n)
             out["mean"] = totals / counts
-            codes = np.repeat(np.arange(n), counts)
-            dev = self.values - out["mean"][codes]
-            out["std"] = np.sqrt(np.bincount(codes, weights=dev * dev, minlength=n) / counts)
+            # Two passes (deviations from each group's mean), in place: one temporary of the values.
+            dev = np.repeat(out["mean"], counts)
+            np.subtract(self.values, dev, out=dev)
+            np.multiply(dev, dev, out=dev)
+            out["std"] = np.sqrt(np.add.reduceat(dev, starts) / counts) if dev.size else np.full(n, np.nan)
             out["median"] = 0.5 * (self.values[starts + (counts - 1) // 2] + self.values[starts + counts // 2])
             out["min"], out["max"] = self.values[starts], self.values[starts + counts - 1]
             k = counts // 4
-            # Sums of each kept middle, one reduceat over (first kept, first trimmed top) pairs; the
-            # pad lets a last group with nothing trimmed end at the array's end.
+            # Sums of each kept middle, one reduceat over (first kept, first trimmed top) pairs; a
+            # last group with nothing trimmed ends at the array's end, where reduceat takes no index.
             bounds = np.column_stack([starts + k, starts + counts - k]).ravel()
-            kept = np.add.reduceat(np.append(self.values, 0.0), bounds)[::2]
+            if bounds[-1] == self.values.size:
+                bounds = bounds[:-1]
+            kept = np.add.reduceat(self.values, bounds)[::2]
             out["iqm"] = kept / (counts - 2 * k)
         return out
 

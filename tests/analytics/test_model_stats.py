@@ -101,3 +101,21 @@ def test_other_resampling_settings_and_filters_are_answered_not_mixed(folder):
     assert {e["model_id"] for e in only_cem} == {"model-1-0", "model-1-1"}
     unranked = lambda entries: {e["model_id"]: {k: v for k, v in e.items() if k != "rank"} for e in entries}  # noqa: E731
     assert unranked(only_cem) == {m: e for m, e in unranked(default).items() if m in {"model-1-0", "model-1-1"}}
+
+
+def test_the_per_group_summary_is_the_textbook_one_for_every_group_size():
+    from actors.rl import stats
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # groups of 1 to 11 values: nothing trimmed below 4, the last group included
+        counts = rng.integers(1, 12, size=rng.integers(1, 6))
+        values = np.concatenate([np.sort(rng.normal(0, 1, c)) for c in counts])
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        found = model_stats.Returns(["e"] * len(counts), [str(i) for i in range(len(counts))], [[]] * len(counts),
+                                    offsets, values).summary()
+        for g in range(len(counts)):
+            x = values[offsets[g]:offsets[g + 1]]
+            assert found["count"][g] == x.size and found["iqm"][g] == pytest.approx(stats.iqm(x))
+            assert found["mean"][g] == pytest.approx(x.mean()) and found["std"][g] == pytest.approx(x.std())
+            assert found["median"][g] == pytest.approx(np.median(x))
+            assert (found["min"][g], found["max"][g]) == (x.min(), x.max())
