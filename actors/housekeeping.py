@@ -13,11 +13,11 @@ log = logging.getLogger(__name__)
 #: How often a relay looks for temporary files that interrupted writes left on the shared volume.
 TEMP_SWEEP_EVERY_S = 600.0
 
-COMPACT_EVERY_S = 60.0
-# Every completed experiment adds a few small files per partition; readers slow down with the file
-# count (the load test saw 1,800 files make a leaderboard take seconds), so merge once they pile up.
-COMPACT_MIN_FILES = 16
-COMPACT_MIN_AGE_S = 30.0
+COMPACT_EVERY_S = 15.0
+# Every completed experiment adds a few small files per partition; every analytics read opens each
+# file (about a millisecond each, more under load), so merge them once a few pile up.
+COMPACT_MIN_FILES = 8
+COMPACT_MIN_AGE_S = 10.0
 
 #: How often a relay brings the kept leaderboard statistics of changed envs up to date.
 LEADERBOARD_EVERY_S = 30.0

@@ -138,7 +138,8 @@ def _configure_engine() -> None:
     from analytics import engine
 
     settings = _settings()
-    engine.configure(memory_mb=settings.analytics_memory_mb, threads=settings.analytics_threads)
+    engine.configure(memory_mb=settings.analytics_memory_mb, threads=settings.analytics_threads,
+                     readers=settings.analytics_readers)
 
 
 def _run(func):

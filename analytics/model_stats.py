@@ -100,13 +100,14 @@ class Returns:
 
 
 def scan(snapshots_dir: Path | str, *, where: str, params: dict, envs: Sequence[str] | None,
-         since: datetime | None = None, batches: bool = False) -> Returns:
+         since: datetime | None = None, batches: bool = False, within: set[str] | None = None) -> Returns:
     """One partition-pruned DuckDB scan of the evaluation returns matching ``where``, grouped per
     (env, model) inside DuckDB, each group's values then sorted (DuckDB's threads fill a list in no
     fixed order; sorted values make every sum, so every answer, the same on every request); with
-    ``batches``, also the batches each group's rows came from."""
+    ``batches``, also the batches each group's rows came from; with ``within``, only the files
+    holding those batches are read."""
     sql = _RETURNS_BY_MODEL.format(where=where, batches=", list(DISTINCT batch_id) AS batches" if batches else "")
-    groups = readers.query(snapshots_dir, "episodes", sql, params=params, envs=envs, since=since)
+    groups = readers.query(snapshots_dir, "episodes", sql, params=params, envs=envs, since=since, batches=within)
     if groups.num_rows == 0:
         return Returns([], [], [], np.zeros(1, dtype=np.int64), np.zeros(0))
     returns = groups.column("returns").combine_chunks()
@@ -210,7 +211,7 @@ def _models_in(snapshots_dir: Path | str, env: str, batches: Iterable[str]) -> s
         return set()
     found = readers.query(snapshots_dir, "episodes",
                           "SELECT DISTINCT model_id FROM rows WHERE list_contains($batches, batch_id)",
-                          params={"batches": wanted}, envs=[env])
+                          params={"batches": wanted}, envs=[env], batches=set(wanted))
     return {m for m in found.column("model_id").to_pylist() if m is not None}
 
 
@@ -229,14 +230,19 @@ def board(snapshots_dir: Path | str, env: str, superseded: set[str]) -> Board:
     if stale is None or stale:
         params: dict = {}
         where = "phase = 'eval' AND model_id IS NOT NULL AND " + superseded_sql(superseded, params)
+        within = None
         if stale is not None:
             where += " AND list_contains($stale, model_id)"
             params["stale"] = sorted(stale)
+            # A stale model's rows are in the batches it was computed from or in a batch that moved.
+            within = {b for b in moved if b in state}
             for model in stale:
-                kept.rows.pop(model, None)
+                row = kept.rows.pop(model, None)
+                if row is not None:
+                    within.update(row.batches)
         else:
             kept.rows.clear()
-        fresh = scan(snapshots_dir, where=where, params=params, envs=[env], batches=True)
+        fresh = scan(snapshots_dir, where=where, params=params, envs=[env], batches=True, within=within)
         summary = fresh.summary()
         for g, model in enumerate(fresh.model_id):
             kept.rows[model] = Row(model, model in superseded, fresh.batches[g],
@@ -261,7 +267,8 @@ def intervals(snapshots_dir: Path | str, kept: Board, models: Sequence[str], *, 
     if unread:
         params: dict = {"wanted": sorted(unread)}
         where = f"phase = 'eval' AND list_contains($wanted, model_id) AND {superseded_sql(superseded, params)}"
-        extra = scan(snapshots_dir, where=where, params=params, envs=[kept.env_name])
+        within = {b for m in unread for b in kept.rows[m].batches}
+        extra = scan(snapshots_dir, where=where, params=params, envs=[kept.env_name], within=within)
         kept.fresh.update({m: extra.of(g) for g, m in enumerate(extra.model_id)})
     for model in missing:
         kept.rows[model].ci95 = stats.iqm_ci(kept.fresh[model], n_resamples=resamples, seed=seed)

@@ -120,6 +120,25 @@ def plan(files: Sequence[layout.DataFile]) -> Plan:
     return out
 
 
+def folder_state(snapshots_dir: Path | str) -> tuple:
+    """The identity (path, inode, size, mtime) of every data file of every dataset: any write,
+    rewrite or compaction changes it, so an answer computed from the folder can be kept under it."""
+    from analytics.schemas import DATASETS
+
+    out = []
+    for ds in DATASETS.values():
+        root = Path(snapshots_dir) / ds.name
+        if not root.is_dir():
+            continue
+        for f in layout.list_files(root):
+            try:
+                st = f.path.stat()
+            except FileNotFoundError:  # swapped out meanwhile: the next state says what replaced it
+                continue
+            out.append((str(f.path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def batch_state(snapshots_dir: Path | str, name: str, env: str) -> dict[str, int]:
     """``{batch_id: batch_version}`` of the current copy of every batch of ``env``'s partitions of
     dataset ``name``: what a result computed from them depends on (compaction keeps it)."""
@@ -177,12 +196,15 @@ def _duck_type(t: pa.DataType) -> str:
 
 
 def query(snapshots_dir: Path | str, name: str, sql: str, *, params: Mapping[str, Any] | None = None,
-          envs: Sequence[str] | str | None = None, since: datetime | date | None = None) -> pa.Table:
+          envs: Sequence[str] | str | None = None, since: datetime | date | None = None,
+          batches: set[str] | None = None) -> pa.Table:
     """Run ``sql`` on the relation ``rows``: the current rows of dataset ``name``.
 
     ``envs`` and ``since`` prune partitions before any file is opened; ``since`` (a time) also
-    filters ``rows`` on the dataset's time column. ``params`` are DuckDB's named parameters
-    (``$name``; names starting with ``_`` are the reader's own).
+    filters ``rows`` on the dataset's time column. ``batches`` keeps only the files holding one
+    of those batches (a compacted file holding others too is read whole: filter on ``batch_id``
+    if that matters), so a question about a few new batches opens a few files, not the folder.
+    ``params`` are DuckDB's named parameters (``$name``; names starting with ``_`` are the reader's own).
     """
     ds = dataset(name)
     root = Path(snapshots_dir) / ds.name
@@ -201,7 +223,11 @@ def query(snapshots_dir: Path | str, name: str, sql: str, *, params: Mapping[str
     if not root.is_dir():
         return _run(root, empty, given)
     with layout.reading(root):
-        chosen = plan(layout.list_files(root, envs=env_set, since=since_day))
+        files = layout.list_files(root, envs=env_set, since=since_day)
+        if batches is not None:
+            files = [f for f in files if (not batches.isdisjoint(file_batches(f.path)) if f.compacted
+                                          else f.batch_id in batches)]
+        chosen = plan(files)
         if not chosen.paths:
             return _run(root, empty, given)
         for union in (False, True):

@@ -234,9 +234,26 @@ def latest_training_mask(frame: pd.DataFrame) -> np.ndarray:
     return keep
 
 
+#: What the leaderboards need of the evaluations dataset, read once per env and shared.
+_EVALUATION_COLUMNS = ["source", "agent", "experiment_id", "task_id", "run_id", "model_id", "model_name", "mean",
+                       "episodes", "evaluated_at"]
+
+
+def _evaluations(snapshots_dir: Path | str, env: str) -> pd.DataFrame:
+    return readers.read(snapshots_dir, "evaluations", envs=[env], columns=_EVALUATION_COLUMNS)
+
+
+def _superseded_in(evaluations: pd.DataFrame) -> set[str]:
+    mine = evaluations[evaluations["source"] == "experiment"]
+    if mine.empty:
+        return set()
+    keep = latest_training_mask(mine[["experiment_id", "task_id", "evaluated_at"]])
+    return {str(m) for m in mine.loc[~keep, "model_id"].dropna()}
+
+
 def superseded_models(snapshots_dir: Path | str, env: str) -> set[str]:
     """The models of the trainings of ``env``'s experiments that a later training superseded."""
-    return _superseded(snapshots_dir, [env])
+    return _superseded_in(_evaluations(snapshots_dir, env))
 
 
 def _rank(entries: list[dict]) -> list[dict]:
@@ -262,17 +279,23 @@ def _entry(summary: dict[str, np.ndarray], g: int) -> dict:
 
 
 def agent_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None = None,
-                      since: datetime | None = None, ci_resamples: int = CI_RESAMPLES, seed: int = 0) -> list[dict]:
-    """Agents on one env, over training runs: IQM across runs with a bootstrap CI across runs."""
-    where, params = "source = 'experiment'", {}
-    if agent is not None:
-        where, params = where + " AND agent = $agent", {"agent": agent}
-    runs = readers.read(snapshots_dir, "evaluations", envs=[env], since=since, where=where, params=params,
-                        columns=["agent", "experiment_id", "task_id", "run_id", "mean", "episodes", "evaluated_at"])
+                      since: datetime | None = None, ci_resamples: int = CI_RESAMPLES, seed: int = 0,
+                      evaluations: pd.DataFrame | None = None) -> list[dict]:
+    """Agents on one env, over training runs: IQM across runs with a bootstrap CI across runs.
+    ``evaluations`` is the env's evaluations dataset when the caller has read it already."""
+    frame = _evaluations(snapshots_dir, env) if evaluations is None else evaluations
+    every = frame[frame["source"] == "experiment"]
+    runs = every if agent is None else every[every["agent"] == agent]
+    if since is not None:
+        runs = runs[runs["evaluated_at"] >= pd.Timestamp(since)]
     runs = runs.dropna(subset=["agent", "mean"])
     if runs.empty:
         return []
-    runs = runs[_current(snapshots_dir, env, runs, since)]
+    if since is None:
+        runs = runs[latest_training_mask(runs)]
+    else:  # an experiment's latest training is judged over all its rows, not only those since
+        stale = set(every.loc[~latest_training_mask(every), "run_id"].dropna())
+        runs = runs[~runs["run_id"].isin(stale).to_numpy()]
     runs = runs.sort_values("evaluated_at").drop_duplicates("run_id", keep="last")
     names, summary = _summaries(runs["agent"], runs["mean"].to_numpy(dtype=float))
     codes = runs["agent"].astype("category").cat.codes.to_numpy()
@@ -362,18 +385,19 @@ def _model_rows(snapshots_dir: Path | str, env: str, superseded: set[str], *, ag
 
 def model_leaderboard(snapshots_dir: Path | str, env: str, *, agent: str | None = None,
                       since: datetime | None = None, limit: int | None = None, ci_resamples: int = CI_RESAMPLES,
-                      seed: int = 0) -> list[dict]:
+                      seed: int = 0, evaluations: pd.DataFrame | None = None) -> list[dict]:
     """Models on one env over all their evaluation episodes, ranked; the bootstrap CI of the IQM is
     computed for the ranked entries returned (``limit``), as it costs a resampling per model, and
-    kept with the board (:mod:`analytics.model_stats`) for the next read."""
-    superseded = superseded_models(snapshots_dir, env)
+    kept with the board (:mod:`analytics.model_stats`) for the next read. ``evaluations`` is the
+    env's evaluations dataset when the caller has read it already."""
+    frame = _evaluations(snapshots_dir, env) if evaluations is None else evaluations
+    superseded = _superseded_in(frame)
     rows, kept = _model_rows(snapshots_dir, env, superseded, agent=agent, since=since)
     if not rows:
         if kept is not None:
             model_stats.save(snapshots_dir, kept)
         return []
-    info = readers.read(snapshots_dir, "evaluations", envs=[env],
-                        columns=["model_id", "model_name", "agent", "source", "evaluated_at"])
+    info = frame[["model_id", "model_name", "agent", "source", "evaluated_at"]]
     if superseded:  # a superseded model may still be on the board through its benchmark runs
         info = info[~((info["source"] == "experiment") & info["model_id"].isin(superseded))]
     info = info.sort_values("evaluated_at")
@@ -438,10 +462,11 @@ def leaderboards(snapshots_dir: Path | str, *, env: str | None = None, agent: st
                                      for e, _, _ in _partitions(snapshots_dir, name)})
     boards = []
     for name in envs:
+        evaluations = _evaluations(snapshots_dir, name)
         agents = agent_leaderboard(snapshots_dir, name, agent=agent, since=since, ci_resamples=ci_resamples,
-                                   seed=seed)
+                                   seed=seed, evaluations=evaluations)
         models = model_leaderboard(snapshots_dir, name, agent=agent, since=since, limit=limit,
-                                   ci_resamples=ci_resamples, seed=seed)
+                                   ci_resamples=ci_resamples, seed=seed, evaluations=evaluations)
         if agents or models:
             boards.append({"env_name": name, "agents": agents[:limit] if limit else agents, "models": models})
     return {"ranking": RANKING, "agent_unit": AGENT_UNIT, "model_unit": MODEL_UNIT,

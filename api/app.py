@@ -63,7 +63,8 @@ def create_app(storage: Storage, *, broker: dramatiq.Broker | None = None) -> Fa
     )
     app.state.storage = storage
     settings = storage.settings
-    engine.configure(memory_mb=settings.analytics_memory_mb, threads=settings.analytics_threads)
+    engine.configure(memory_mb=settings.analytics_memory_mb, threads=settings.analytics_threads,
+                     readers=settings.analytics_readers)
     for module in (agents, environments, experiments, training, tasks, events, benchmark, webhooks, analytics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(health.router)

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
                                      "analytics reads (it spills beyond it); see analytics/engine.py")
     analytics_threads: int | None = Field(None, ge=1, description="DuckDB's threads for analytics reads; "
                                           "None: one per CPU")
+    analytics_readers: int = Field(2, ge=1, le=64, description="analytics reads a process runs at once; the "
+                                   "others wait their turn (analytics/engine.py says why)")
     # Limits of the process an uploaded policy runs in; None keeps the defaults of
     # actors.rl.sandbox.SandboxLimits, which owns them and says why.
     sandbox_memory_mb: int | None = Field(None, ge=256, description="address space of the sandbox (MiB)")

@@ -1,16 +1,18 @@
 """The analytics API's service layer: parameter checks, then a call into :mod:`analytics`.
 
 Answers come from the Parquet snapshot folder only; no query touches the database, so analytics
-load never competes with the pipeline's transactions. The reads run in the calling thread: DuckDB
-scans the files on its own threads within ``RESIMHUB_ANALYTICS_MEMORY_MB`` (analytics/engine.py).
+load never competes with the pipeline's transactions. The reads run on the process's few analytics
+reader threads (``RESIMHUB_ANALYTICS_READERS``, :func:`analytics.engine.run`); DuckDB scans the
+files on its own threads within ``RESIMHUB_ANALYTICS_MEMORY_MB`` (analytics/engine.py).
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analytics import readers, reports
+from analytics import engine, readers, reports
 from analytics.errors import NotEnoughData, SnapshotUnreadable
 from api.errors import ApiError, Invalid, NotFound
 from api.services.catalog import require_known_agent
@@ -32,8 +34,11 @@ class SnapshotsUnreadable(ApiError):
 def _read(storage: Storage, name: str, **given):
     """Run the report ``name`` on the snapshot folder; arguments left at None take its own default."""
     kwargs = {k: v for k, v in given.items() if v is not None}
+    folder = _dir(storage)
     try:
-        return _READS[name](_dir(storage), **kwargs)
+        # The same read of an unchanged folder answers the same: computed once, kept (engine.answer).
+        key = (name, str(folder), tuple(sorted(kwargs.items())), readers.folder_state(folder))
+        return copy.deepcopy(engine.answer(key, lambda: engine.run(_READS[name], folder, **kwargs)))
     except SnapshotUnreadable as exc:
         raise SnapshotsUnreadable(str(exc), details={"path": exc.path}) from None
 

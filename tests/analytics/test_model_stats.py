@@ -119,3 +119,18 @@ def test_the_per_group_summary_is_the_textbook_one_for_every_group_size():
             assert found["mean"][g] == pytest.approx(x.mean()) and found["std"][g] == pytest.approx(x.std())
             assert found["median"][g] == pytest.approx(np.median(x))
             assert (found["min"][g], found["max"][g]) == (x.min(), x.max())
+
+
+def test_the_folder_state_names_every_change_an_answer_depends_on(folder):
+    from analytics import readers
+
+    first = readers.folder_state(folder)
+    assert first == readers.folder_state(folder) and len(first) > 0
+    _benchmark(folder, "b9", "uploaded-9", np.full(5, 1.0))
+    written = readers.folder_state(folder)
+    assert written != first
+    _benchmark(folder, "b9", "uploaded-9", np.full(5, 2.0))  # the same batch again: same name, new file
+    assert readers.folder_state(folder) != written
+    before = readers.folder_state(folder)
+    compaction.compact(folder, min_files=2)
+    assert readers.folder_state(folder) != before
