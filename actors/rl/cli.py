@@ -18,6 +18,8 @@ from actors.rl.errors import RLError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: Seeds one ``resimhub train --seeds`` runs, one after the other; more belong in an experiment.
+MAX_CLI_SEEDS = 20
 
 
 def _fail(command: str, message: str) -> int:
@@ -92,15 +94,15 @@ class _ProgressPrinter:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from actors.rl.envspec import make_env
-    from actors.rl.evaluation import evaluate
-    from actors.rl.policy import save_policy
 
     try:
         from actors.rl.agents import get_agent
     except ImportError as exc:
         return _fail("train", f"the agents are not available: {exc}")
-    eval_seed = args.eval_seed if args.eval_seed is not None else 10_000 + args.seed
-    out = args.out or f"{args.agent.lower()}-{args.env.replace('/', '_')}-seed{args.seed}.npz"
+    try:
+        seeds = _seed_list(args)
+    except RLError as exc:
+        return _fail("train", str(exc))
     try:
         agent = get_agent(args.agent)
     except (KeyError, ValueError, RLError) as exc:
@@ -124,43 +126,84 @@ def cmd_train(args: argparse.Namespace) -> int:
             chosen = dict(preset.hyperparams)
             timesteps = timesteps or preset.total_timesteps
         hyperparams = resolve_args(agent.Args, {**chosen, **_hyperparams(args.hp)})
-        trained = agent.train(args.env, hyperparams, seed=args.seed, total_timesteps=timesteps,
-                              progress=_ProgressPrinter(not args.json and not args.quiet))
-        evaluation = evaluate(trained.policy, args.env, args.eval_episodes, eval_seed, mode="exact").to_dict()
-        manifest = {
-            "env_id": args.env,
-            "agent": args.agent,
-            "seed": args.seed,
-            "timesteps": int(trained.timesteps),
-            "training": trained.config,
-            "training_wall_time_s": float(trained.wall_time_s),
-            "evaluation": {k: evaluation[k] for k in ("episodes", "seed", "mode", "mean", "std", "iqm",
-                                                      "ci95", "score")},
-        }
-        save_policy(trained.policy, out, manifest)
+        runs = [_train_seed(args, agent, hyperparams, timesteps, seed, _out_path(args, seed, len(seeds) > 1))
+                for seed in seeds]
     except RLError as exc:
         return _fail("train", str(exc))
     except OSError as exc:
-        return _fail("train", f"{out}: {exc.strerror or exc}")
-    returns = [float(r) for r in trained.episode_returns]
-    summary = {
-        "agent": args.agent,
-        "env_id": args.env,
-        "seed": args.seed,
-        "timesteps": int(trained.timesteps),
-        "training_episodes": len(returns),
-        "training_wall_time_s": float(trained.wall_time_s),
-        "last_training_returns": returns[-10:],
-        "model_path": out,
-        "evaluation": evaluation,
-    }
+        return _fail("train", f"{exc.filename or args.out}: {exc.strerror or exc}")
+    if len(runs) == 1:
+        summary = runs[0]
+    else:
+        from actors.rl import stats
+
+        finals = [r["evaluation"]["mean"] for r in runs]
+        across = stats.experiment_iqm(finals, seed=args.eval_seed if args.eval_seed is not None else 10_000)
+        summary = {"agent": args.agent, "env_id": args.env, "seeds": seeds, "runs": runs,
+                   "across_seeds": {"final_returns": finals, "mean": sum(finals) / len(finals), "iqm": across["iqm"],
+                                    "ci95": across["ci95"], "over": across["over"]}}
     if args.json:
         print(json.dumps(summary, allow_nan=False))
-    else:
-        print(f"trained {args.agent} on {args.env} (seed {args.seed}) for {summary['timesteps']} steps, "
-              f"{len(returns)} episodes in {summary['training_wall_time_s']:.1f} s; saved {out}")
-        _print_result(evaluation)
+        return EXIT_OK
+    for run in runs:
+        print(f"trained {args.agent} on {args.env} (seed {run['seed']}) for {run['timesteps']} steps, "
+              f"{run['training_episodes']} episodes in {run['training_wall_time_s']:.1f} s; saved {run['model_path']}")
+        _print_result(run["evaluation"])
+    if len(runs) > 1:
+        a = summary["across_seeds"]
+        print(f"across {len(runs)} seeds: mean {a['mean']:.2f}, IQM {a['iqm']:.2f} "
+              f"[{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] (95% bootstrap CI of the IQM of the seeds' final means)")
     return EXIT_OK
+
+
+def _seed_list(args: argparse.Namespace) -> list[int]:
+    if args.seeds is None:
+        return [args.seed if args.seed is not None else 1]
+    if args.seed is not None:
+        raise RLError("give either --seed or --seeds, not both")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise RLError(f"--seeds {args.seeds!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise RLError(f"--seeds {args.seeds!r}: expected distinct whole numbers >= 0")
+    if len(seeds) > MAX_CLI_SEEDS:
+        raise RLError(f"--seeds: at most {MAX_CLI_SEEDS} seeds in one command")
+    return seeds
+
+
+def _out_path(args: argparse.Namespace, seed: int, several: bool) -> str:
+    default = f"{args.agent.lower()}-{args.env.replace('/', '_')}-seed{seed}.npz"
+    if args.out is None:
+        return default
+    if several and "{seed}" not in args.out:
+        raise RLError("--out must contain {seed} when training several seeds, e.g. --out model-{seed}.npz")
+    return args.out.replace("{seed}", str(seed))
+
+
+def _train_seed(args: argparse.Namespace, agent: Any, hyperparams: Any, timesteps: int | None, seed: int,
+                out: str) -> dict:
+    """Train, evaluate and save one seed; the summary the command prints for it."""
+    from actors.rl.evaluation import evaluate
+    from actors.rl.policy import save_policy
+
+    eval_seed = args.eval_seed if args.eval_seed is not None else 10_000 + seed
+    trained = agent.train(args.env, hyperparams, seed=seed, total_timesteps=timesteps,
+                          progress=_ProgressPrinter(not args.json and not args.quiet))
+    evaluation = evaluate(trained.policy, args.env, args.eval_episodes, eval_seed, mode="exact").to_dict()
+    save_policy(trained.policy, out, {
+        "env_id": args.env,
+        "agent": args.agent,
+        "seed": seed,
+        "timesteps": int(trained.timesteps),
+        "training": trained.config,
+        "training_wall_time_s": float(trained.wall_time_s),
+        "evaluation": {k: evaluation[k] for k in ("episodes", "seed", "mode", "mean", "std", "iqm", "ci95", "score")},
+    })
+    returns = [float(r) for r in trained.episode_returns]
+    return {"agent": args.agent, "env_id": args.env, "seed": seed, "timesteps": int(trained.timesteps),
+            "training_episodes": len(returns), "training_wall_time_s": float(trained.wall_time_s),
+            "last_training_returns": returns[-10:], "model_path": out, "evaluation": evaluation}
 
 
 def _hyperparams(pairs: list[str] | None) -> dict[str, Any]:
@@ -204,7 +247,10 @@ def register(subparsers: Any) -> None:
                                ".npz model with its manifest.")
     tr.add_argument("--env", required=True, help="Gymnasium id, e.g. CartPole-v1")
     tr.add_argument("--agent", default="ppo", help="agent name, e.g. ppo, dqn, a2c")
-    tr.add_argument("--seed", type=int, default=1)
+    tr.add_argument("--seed", type=int, default=None, help="the run's seed (default 1)")
+    tr.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                    help="train one run per seed (e.g. 0,1,2,3,4) and report the IQM across them with its CI; "
+                         "--out then needs {seed}")
     tr.add_argument("--timesteps", type=int, default=None, help="total environment steps (agent default)")
     tr.add_argument("--hp", action="append", metavar="NAME=VALUE",
                     help="a hyperparameter (repeat for several), e.g. --hp learning_rate=3e-4 --hp "
@@ -212,7 +258,8 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--preset", action="store_true",
                     help="start from RL-Zoo's tuned hyperparameters and budget for this agent and env "
                          "(--hp and --timesteps still override)")
-    tr.add_argument("--out", default=None, help="where to save the model (default <agent>-<env>-seed<seed>.npz)")
+    tr.add_argument("--out", default=None,
+                    help="where to save the model (default <agent>-<env>-seed<seed>.npz; {seed} is replaced)")
     tr.add_argument("--eval-episodes", type=int, default=100)
     tr.add_argument("--eval-seed", type=int, default=None, help="default 10000 + seed")
     tr.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -138,3 +138,30 @@ def test_train_refuses_an_unknown_or_malformed_hyperparameter(capsys):
     assert "learnin_rate" in err and "learning_rate" in err and "Traceback" not in err
     assert run(["train", "--env", "CartPole-v1", "--agent", "dqn", "--hp", "learning_rate"]) == 1
     assert "name=value" in capsys.readouterr().err
+
+
+def test_train_several_seeds_reports_the_iqm_across_them(tmp_path, capsys):
+    from actors.rl import stats
+
+    code = run(["train", "--env", "CartPole-v1", "--agent", "ppo", "--seeds", "0,1,2", "--timesteps", "1024",
+                "--out", str(tmp_path / "ppo-{seed}.npz"), "--eval-episodes", "3", "--json", "--quiet"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["seeds"] == [0, 1, 2] and [r["seed"] for r in doc["runs"]] == [0, 1, 2]
+    assert [r["evaluation"]["seed"] for r in doc["runs"]] == [10_000, 10_001, 10_002]
+    finals = [r["evaluation"]["mean"] for r in doc["runs"]]
+    across = doc["across_seeds"]
+    assert across["final_returns"] == finals and across["over"] == "seeds"
+    assert across["iqm"] == stats.iqm(finals) and across["ci95"] == stats.experiment_iqm(finals, seed=10_000)["ci95"]
+    for seed in (0, 1, 2):
+        with np.load(tmp_path / f"ppo-{seed}.npz", allow_pickle=False) as z:
+            assert json.loads(str(z["__manifest__"][()]))["seed"] == seed
+
+
+def test_train_refuses_bad_seed_lists(tmp_path, capsys):
+    for argv in (["--seeds", "0,0"], ["--seeds", "a,b"], ["--seed", "1", "--seeds", "2,3"],
+                 ["--seeds", "0,1", "--out", str(tmp_path / "one.npz")]):
+        assert run(["train", "--env", "CartPole-v1", "--agent", "ppo", "--timesteps", "64", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
