@@ -104,6 +104,10 @@ class ExperimentCreate(Strict):
         "have upper bounds (docs/agents.md lists them per agent)"))
     eval_episodes: int = Field(default=100, ge=1, le=10_000)
     eval_seed: int = Field(default=10_000, ge=0, le=MAX_SEED)
+    preset: bool = Field(default=False, description=(
+        "start from RL-Zoo's tuned hyperparameters and budget for this agent and environment (GET "
+        "/api/agents/{name} lists them); hyperparams and total_timesteps/episodes given here override them. "
+        "Refused when the pair has no preset. The experiment records which preset it used"))
 
     @field_validator("seeds")
     @classmethod
@@ -151,6 +155,9 @@ class ExperimentPublic(Public):
     episodes: int | None
     seeds: list[int]
     hyperparams: dict[str, Any]
+    preset: dict[str, Any] | None = Field(default=None, description=(
+        "the tuned preset the hyperparameters and budget started from (its source and what differs from it), "
+        "or null"))
     eval_episodes: int
     eval_seed: int
     status: str

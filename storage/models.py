@@ -77,6 +77,8 @@ class Experiment(Base):
     episodes: Mapped[int | None] = mapped_column(Integer, default=None)
     seeds: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     hyperparams: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    #: The tuned preset the hyperparameters and budget started from (``preset: true``), else None.
+    preset: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     eval_episodes: Mapped[int] = mapped_column(Integer, default=100)
     eval_seed: Mapped[int] = mapped_column(Integer, default=10_000)
     status: Mapped[str] = mapped_column(String(20), default="created")

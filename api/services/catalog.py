@@ -74,6 +74,13 @@ def describe_agent(name: str) -> dict:
                                if a == agent]}
 
 
+def preset_for(agent: str, env_name: str):
+    """RL-Zoo's tuned preset for ``agent`` on ``env_name`` (:mod:`actors.rl.agents.presets`), or None."""
+    from actors.rl.agents.presets import preset_for as lookup
+
+    return lookup(agent, env_name)
+
+
 def agent_env_mismatch(agent: str, spec: dict) -> str | None:
     """Why ``agent`` cannot train on the environment a verification ``spec`` describes (its
     ``space_to_dict`` spaces), asked of the agent itself, or ``None``."""

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, Invalid, NotFound
 from api.schemas import ExperimentCreate, ExperimentPublic
 from api.services import environments
-from api.services.catalog import agent_env_mismatch, check_hyperparams, require_known_agent
+from api.services.catalog import agent_env_mismatch, check_hyperparams, preset_for, require_known_agent
 from storage import outbox
 from storage.events import ExperimentCreated
 from storage.experiments import ExperimentStatus
@@ -24,28 +24,47 @@ def create(session: Session, body: ExperimentCreate) -> ExperimentPublic:
         state = "was rejected" if environment else "is not registered"
         raise Invalid(f"environment {env_name!r} {state}; register it with POST /api/environments first",
                       code="environment_not_registered", details={"env_name": env_name})
-    check_hyperparams(agent, body.hyperparams)
+    hyperparams, total_timesteps, preset = _with_preset(body, agent, environment.env_name)
+    check_hyperparams(agent, hyperparams)
     if environment.spec is not None:
         _check_agent_fits_env(agent, environment.spec)
     now = utcnow()
     values = {"name": body.name, "environment_id": environment.id, "env_name": environment.env_name,
-              "agent": agent, "total_timesteps": body.total_timesteps, "episodes": body.episodes,
-              "seeds": body.seed_list(), "hyperparams": body.hyperparams, "eval_episodes": body.eval_episodes,
-              "eval_seed": body.eval_seed, "status": ExperimentStatus.CREATED, "results": None, "created_at": now,
-              "updated_at": now}
+              "agent": agent, "total_timesteps": total_timesteps, "episodes": body.episodes,
+              "seeds": body.seed_list(), "hyperparams": hyperparams, "preset": preset,
+              "eval_episodes": body.eval_episodes, "eval_seed": body.eval_seed, "status": ExperimentStatus.CREATED,
+              "results": None, "created_at": now, "updated_at": now}
     # A Core INSERT, not an ORM object: the unit of work's flush was the largest single cost of a
     # submission, and the new row is only ever returned, never changed, in this transaction.
     values["id"] = session.execute(_INSERT, values).scalar_one()
     outbox.record(session, ExperimentCreated(
         experiment_id=values["id"], name=body.name, env_name=environment.env_name, agent=agent,
-        seeds=list(values["seeds"]), total_timesteps=body.total_timesteps, episodes=body.episodes,
-        hyperparams=dict(body.hyperparams),
+        seeds=list(values["seeds"]), total_timesteps=total_timesteps, episodes=body.episodes,
+        hyperparams=dict(hyperparams),
     ))
     session.commit()
     return ExperimentPublic.model_validate(values)
 
 
 _INSERT = insert(Experiment.__table__).returning(Experiment.__table__.c.id)
+
+
+def _with_preset(body: ExperimentCreate, agent: str, env_name: str) -> tuple[dict, int | None, dict | None]:
+    """(hyperparams, total_timesteps, preset record): the request's own, or, with ``preset: true``,
+    the tuned preset's overridden by whatever the request gives. Never chosen silently: without
+    ``preset`` the engine's defaults apply, as they always have (docs/agents.md says why)."""
+    if not body.preset:
+        return dict(body.hyperparams), body.total_timesteps, None
+    preset = preset_for(agent, env_name)
+    if preset is None:
+        raise Invalid(f"there is no tuned preset for {agent} on {env_name}; GET /api/agents/{agent} lists the "
+                      "presets (and the pairs left without one, with why)", code="no_preset",
+                      details={"agent": agent, "env_name": env_name})
+    budget = body.total_timesteps
+    if budget is None and body.episodes is None:
+        budget = preset.total_timesteps
+    record = {**preset.describe(), "overridden": sorted(body.hyperparams)}
+    return {**preset.hyperparams, **body.hyperparams}, budget, record
 
 
 def _env_named_like(session: Session, name: str) -> str:
