@@ -37,7 +37,8 @@ def _read(storage: Storage, name: str, **given):
     folder = _dir(storage)
     try:
         # The same read of an unchanged folder answers the same: computed once, kept (engine.answer).
-        key = (name, str(folder), tuple(sorted(kwargs.items())), readers.folder_state(folder))
+        arguments = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+        key = (name, str(folder), arguments, readers.folder_state(folder))
         return copy.deepcopy(engine.answer(key, lambda: engine.run(_READS[name], folder, **kwargs)))
     except SnapshotUnreadable as exc:
         raise SnapshotsUnreadable(str(exc), details={"path": exc.path}) from None
