@@ -360,12 +360,8 @@ def model_statistics(snapshots_dir: Path | str, *, env: str | Sequence[str] | No
 def _superseded(snapshots_dir: Path | str, envs: Sequence[str]) -> set[str]:
     if not envs:
         return set()
-    frame = readers.read(snapshots_dir, "evaluations", envs=envs, where="source = 'experiment'",
-                         columns=["experiment_id", "task_id", "model_id", "evaluated_at"])
-    if frame.empty:
-        return set()
-    keep = latest_training_mask(frame)
-    return {str(m) for m in frame.loc[~keep, "model_id"].dropna()}
+    return _superseded_in(readers.read(snapshots_dir, "evaluations", envs=envs, where="source = 'experiment'",
+                                       columns=["source", "experiment_id", "task_id", "model_id", "evaluated_at"]))
 
 
 def _partitions(snapshots_dir: Path | str, name: str):

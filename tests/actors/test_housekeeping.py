@@ -21,9 +21,9 @@ def _age(root, seconds):
         os.utime(path, (past, past))
 
 
-def _wait_idle():
-    deadline = time.monotonic() + 30
-    while any(t.name == "snapshot-compaction" for t in threading.enumerate()):
+def _wait_idle(thread: str = "snapshot-compaction", timeout_s: float = 30):
+    deadline = time.monotonic() + timeout_s
+    while any(t.name == thread for t in threading.enumerate()):
         assert time.monotonic() < deadline
         time.sleep(0.02)
 
@@ -58,13 +58,6 @@ def test_few_or_young_files_are_left_alone(tmp_path):
     assert len(list((tmp_path / "episodes").rglob("*.parquet"))) > 1
 
 
-def _wait_refreshed():
-    deadline = time.monotonic() + 60
-    while any(t.name == "leaderboard-refresh" for t in threading.enumerate()):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
 def test_the_leaderboard_statistics_of_changed_envs_are_refreshed_in_the_background(tmp_path):
     import numpy as np
 
@@ -76,13 +69,13 @@ def test_the_leaderboard_statistics_of_changed_envs_are_refreshed_in_the_backgro
     experiment(tmp_path, 2, "PPO", env="Acrobot-v1", eval_returns={s: rng.normal(-90, 5, 30) for s in (0, 1)})
     assert not model_stats.is_current(tmp_path, "CartPole-v1")
     housekeeping.refresh_leaderboards(_storage(tmp_path))
-    _wait_refreshed()
+    _wait_idle("leaderboard-refresh", 60)
     assert model_stats.is_current(tmp_path, "CartPole-v1") and model_stats.is_current(tmp_path, "Acrobot-v1")
     before = reports.leaderboards(tmp_path, env="Acrobot-v1")
     experiment(tmp_path, 3, "PPO", eval_returns={s: rng.normal(400, 10, 30) for s in (0, 1)})
     assert not model_stats.is_current(tmp_path, "CartPole-v1") and model_stats.is_current(tmp_path, "Acrobot-v1")
     housekeeping.refresh_leaderboards(_storage(tmp_path))
-    _wait_refreshed()
+    _wait_idle("leaderboard-refresh", 60)
     assert model_stats.is_current(tmp_path, "CartPole-v1")
     board = reports.leaderboards(tmp_path, env="CartPole-v1")["leaderboards"][0]["models"]
     assert board[0]["model_id"].startswith("model-3-") and board[0]["ci95"] is not None
